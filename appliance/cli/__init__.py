@@ -19,7 +19,8 @@ from appliance import __version__
 from appliance.errors import ApplianceError
 
 # Modules under appliance.cli, in the order their subcommands appear in --help.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("nbd", "board", "net", "console", "psk", "image", "demo", "boot",
+                             "status", "bench")
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130

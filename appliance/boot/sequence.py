@@ -1,0 +1,222 @@
+"""The boot sequence run as PID 1 of the initramfs: from kernel start to the real root.
+
+Steps, each timed on the console (:mod:`appliance.boot.timeline`):
+
+1. config   -- load the stored settings; offer the console prompt (countdown);
+2. board    -- detect the board, ``modprobe`` the FEC's modules, check the PHY;
+3. network  -- link up, carrier, DHCP or the static address;
+4. server   -- wait until the NBD server answers over TLS-PSK (retrying with backoff:
+               a wrong key or a server not started yet is reported, then retried);
+5. relay    -- ``appliance nbd attach`` in its own process ('@appliance-relay', memory
+               locked): /dev/nbd0 is served through the relay from now on;
+6. root     -- mount /dev/nbd0 on /newroot, move /dev /proc /sys /run into it;
+7. switch   -- exec ``switch_root /newroot INIT``: the relay keeps serving.
+
+The kernel command line may say ``nbdroot.config=PATH`` (the config store: a directory
+or a raw area; default ``/etc/nbdroot``), ``nbdroot.device=/dev/nbdN`` and ``init=``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from appliance.boot.timeline import Timeline
+from appliance.config import BootConfig
+from appliance.errors import ApplianceError, NBDError
+
+log = logging.getLogger(__name__)
+
+RUN_DIR = Path("/run/nbdroot")
+NEWROOT = "/newroot"
+DEVICE_WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class BootOptions:
+    """What the kernel command line says about the boot."""
+
+    config: Path = Path("/etc/nbdroot")
+    device: str = "/dev/nbd0"
+    init: str = "/sbin/init"
+
+    @classmethod
+    def from_cmdline(cls, text: str) -> BootOptions:
+        """Parse ``nbdroot.config=``, ``nbdroot.device=`` and ``init=`` from /proc/cmdline."""
+        args = dict(a.split("=", 1) for a in text.split() if "=" in a)
+        return cls(config=Path(args.get("nbdroot.config", str(cls.config))),
+                   device=args.get("nbdroot.device", cls.device),
+                   init=args.get("init", cls.init))
+
+
+def uri_with_psk_file(uri: str, path: Path) -> str:
+    """``uri`` with ``tls-psk-file=path`` (replacing any given), for a key kept in config."""
+    parts = urlsplit(uri)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "tls-psk-file"]
+    query.append(("tls-psk-file", str(path)))
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+
+
+def write_key(boot: BootConfig, directory: Path = RUN_DIR) -> str:
+    """Write the configured PSK (mode 0600) and return the URI that names it."""
+    from appliance.config.psk import write_psk_file
+
+    assert boot.nbd_uri is not None  # checked by BootConfig.from_config
+    if boot.psk_key is None:
+        return boot.nbd_uri
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / "psk"
+    write_psk_file(path, boot.psk_identity, boot.psk_key, overwrite=True)
+    return uri_with_psk_file(boot.nbd_uri, path)
+
+
+def test_connection(boot: BootConfig) -> str:
+    """The console's ``test``: negotiate with the server once and say what it offers."""
+    from appliance.client import export_info
+    from appliance.transport import ConnectPolicy
+
+    info = export_info(write_key(boot), policy=ConnectPolicy(timeout=5.0, attempts=1))
+    return f"ok: export '{info.name}' {info.size} bytes{' read-only' if info.read_only else ''}"
+
+
+def wait_for_server(uri: str, boot: BootConfig, out: TextIO) -> str:
+    """Negotiate until the server answers; report each new failure once, retry with backoff.
+
+    Returns a one-line description of the export; raises the last NBDError once
+    ``retry.deadline`` (if any) has passed.
+    """
+    from appliance.client import export_info
+    from appliance.transport import ConnectPolicy
+
+    delay, start, last = boot.retry_backoff_initial, time.monotonic(), ""
+    policy = ConnectPolicy(timeout=10.0, attempts=1)
+    while True:
+        try:
+            info = export_info(uri, policy=policy)
+            return f"{info.name or '(default)'}, {info.size} bytes"
+        except NBDError as exc:
+            waited = time.monotonic() - start
+            if boot.retry_deadline is not None and waited >= boot.retry_deadline:
+                raise
+            if str(exc) != last:
+                print(f"nbdroot: {exc}; retrying", file=out, flush=True)
+                last = str(exc)
+        time.sleep(delay)
+        delay = min(delay * 2, boot.retry_backoff_max)
+
+
+def start_relay(uri: str, boot: BootConfig, device: str) -> str:
+    """``appliance nbd attach --detach``: returns once the kernel has ``device``."""
+    deadline = "forever" if boot.retry_deadline is None else str(boot.retry_deadline)
+    argv = [sys.executable or "/usr/bin/python3", "-m", "appliance", "nbd", "attach", uri,
+            "--device", device, "--detach", "--reconnect-deadline", deadline,
+            "--backoff", str(boot.retry_backoff_initial),
+            "--max-backoff", str(boot.retry_backoff_max)]
+    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise ApplianceError(f"the relay did not attach {device} (exit status "
+                             f"{done.returncode}; its error is above)")
+    return done.stdout.strip()
+
+
+def wait_for_device(device: str, timeout: float = DEVICE_WAIT_S) -> None:
+    """Wait until the kernel reports a non-zero size for ``device``."""
+    size = Path("/sys/block") / Path(device).name / "size"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if int(size.read_text()) > 0:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise ApplianceError(f"{device} has no size after {timeout:.0f} s")
+
+
+def mount_root(device: str, init: str) -> None:
+    """Mount ``device`` on /newroot and move the pseudo filesystems into it."""
+    os.makedirs(NEWROOT, exist_ok=True)
+    _run(["mount", "-t", "ext4", "-o", "rw,noatime", device, NEWROOT])
+    if not os.access(NEWROOT + init, os.X_OK):
+        raise ApplianceError(f"the root on {device} has no executable {init} "
+                             "(wrong export, or give init= on the kernel command line)")
+    for mnt in ("/dev", "/proc", "/sys", "/run"):
+        os.makedirs(NEWROOT + mnt, exist_ok=True)
+        _run(["mount", "--move", mnt, NEWROOT + mnt])
+
+
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ApplianceError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.returncode}")
+
+
+def network_config(boot: BootConfig) -> object | None:
+    """The static IPv4 configuration, or None for DHCP."""
+    if boot.net_mode == "dhcp":
+        return None
+    import ipaddress
+
+    from appliance.net.static import IPv4Config
+
+    if not isinstance(boot.net_address, ipaddress.IPv4Interface):
+        raise ApplianceError("net.address must be an IPv4 address with a prefix")
+    gateway = boot.net_gateway if isinstance(boot.net_gateway, ipaddress.IPv4Address) else None
+    dns = tuple(a for a in boot.net_dns or () if isinstance(a, ipaddress.IPv4Address))
+    return IPv4Config(address=boot.net_address, gateway=gateway, dns=dns)
+
+
+def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
+    """Bring the board from the initramfs to a mounted root; returns the init to exec."""
+    from appliance.config import open_store
+    from appliance.console.prompt import configure_at_boot
+
+    tl = Timeline(out=out)
+    try:
+        with tl.step("config") as step:
+            boot = configure_at_boot(open_store(opts.config), tester=test_connection)
+            step.detail = boot.nbd_uri or ""
+        _bring_up(tl, boot)
+        uri = write_key(boot)
+        with tl.step("server") as step:
+            step.detail = wait_for_server(uri, boot, out)
+        with tl.step("relay") as step:
+            step.detail = start_relay(uri, boot, opts.device)
+            wait_for_device(opts.device)
+        with tl.step("root") as step:
+            mount_root(opts.device, opts.init)
+            step.detail = f"{opts.device} on /"
+    finally:
+        _save(tl)
+    return opts.init
+
+
+def _bring_up(tl: Timeline, boot: BootConfig) -> None:
+    from appliance.net.static import IPv4Config
+    from appliance.net.up import bring_up as net_up
+    from board.bringup import bring_up as board_up
+    from board.profile import PhyAddr, get_profile
+
+    with tl.step("board") as step:
+        profile = get_profile(boot.board_profile) if boot.board_profile else None
+        phy: PhyAddr = "auto" if boot.board_phy is None else boot.board_phy
+        found = board_up(iface=boot.net_interface, phy=phy, profile=profile)
+        step.detail = f"{found.profile.name}, PHY {found.selection.phy.describe()}"
+    with tl.step("network") as step:
+        cfg = network_config(boot)
+        result = net_up(boot.net_interface, cfg if isinstance(cfg, IPv4Config) else None)
+        step.detail = f"{result.iface} {result.config.address}"
+
+
+def _save(tl: Timeline) -> None:
+    try:
+        tl.save(str(RUN_DIR / "timeline.json"))
+    except OSError as exc:
+        log.warning("cannot save the boot timeline: %s", exc)

@@ -1,0 +1,154 @@
+"""Hygiene for the process that serves the root disk.
+
+A process that answers the kernel's I/O for ``/`` must survive everything that
+would normally kill or stall it:
+
+* **argv[0] starting with '@'.**  systemd (and dracut's shutdown) leave alone
+  processes whose ``argv[0][0] == '@'`` (systemd's "root storage daemons" rule)
+  when killing everything at switch_root and at shutdown.  What is checked is
+  ``/proc/PID/cmdline``, i.e. argv, which prctl(PR_SET_NAME) and /proc/self/comm
+  cannot change; the only honest way for a Python program is to re-exec itself
+  with ``argv[0] = '@appliance-relay'`` (:func:`reexec_with_at_argv0`).
+* **mlockall(MCL_CURRENT | MCL_FUTURE)**: a page fault that needs I/O from the
+  very disk we serve would deadlock.
+* **oom_score_adj = -1000**: the OOM killer must never pick us.
+* **PR_SET_IO_FLUSHER (prctl 57, Linux >= 5.6)**: our own allocations may not
+  recurse into I/O on the device we serve (the kernel sets PF_MEMALLOC_NOIO and
+  PF_LOCAL_THROTTLE for us).
+* **chdir("/") early, no files kept open on the served root**, and never swap on
+  an NBD device (swapping to it needs the relay, which may need memory: deadlock).
+
+Every step except the re-exec is best effort: it is logged and skipped where the
+kernel or our privileges do not allow it, because refusing to boot is worse.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import site
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT_DAEMON_ARGV0 = "@appliance-relay"
+MCL_CURRENT = 1
+MCL_FUTURE = 2
+PR_SET_IO_FLUSHER = 57
+OOM_SCORE_ADJ_MIN = -1000
+
+
+@dataclass
+class HygieneReport:
+    """What :func:`harden` managed to do, for logging and tests."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def argv0_is_root_daemon(argv0: str | None = None) -> bool:
+    """Whether argv[0] (from /proc/self/cmdline) already starts with '@'."""
+    if argv0 is None:
+        raw = Path("/proc/self/cmdline").read_bytes()
+        argv0 = raw.split(b"\0", 1)[0].decode(errors="replace")
+    return argv0.startswith("@")
+
+
+def root_daemon_command(args: Sequence[str]) -> list[str]:
+    """argv that runs ``python -m appliance ARGS`` with argv[0] = '@appliance-relay'.
+
+    Python finds its prefix, and a venv's site-packages, from argv[0]; with '@...' it
+    cannot, so the site directories of this interpreter are added back explicitly
+    (``site.addsitedir`` also runs their .pth files, which editable installs need).
+    """
+    dirs = [d for d in (*site.getsitepackages(), site.getusersitepackages()) if os.path.isdir(d)]
+    code = ("import runpy, site, sys\n"
+            f"for d in {dirs!r}:\n"
+            "    site.addsitedir(d)\n"
+            f"sys.argv[0] = {ROOT_DAEMON_ARGV0!r}\n"
+            "runpy.run_module('appliance', run_name='__main__', alter_sys=True)\n")
+    return [ROOT_DAEMON_ARGV0, "-c", code, *args]
+
+
+def reexec_with_at_argv0(argv: Sequence[str] | None = None) -> None:
+    """Replace this process by the same command with argv[0] = '@appliance-relay'.
+
+    Does nothing if argv[0] already starts with '@'.  Never returns otherwise.
+    """
+    if argv0_is_root_daemon():
+        return
+    args = list(sys.argv if argv is None else argv)
+    log.info("re-executing as %s so shutdown and switch_root spare us", ROOT_DAEMON_ARGV0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os.execv's first argument is the program to run; argv[0] is free text.
+    os.execv(sys.executable, root_daemon_command(args[1:]))  # noqa: S606
+
+
+def lock_memory(report: HygieneReport) -> None:
+    """mlockall(MCL_CURRENT | MCL_FUTURE)."""
+    if _libc().mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+        err = ctypes.get_errno()
+        report.skipped.append(f"mlockall: {os.strerror(err)}")
+        log.warning("mlockall failed: %s (the relay may page-fault on its own disk)",
+                    os.strerror(err))
+    else:
+        report.done.append("mlockall")
+
+
+def protect_from_oom(report: HygieneReport, path: str = "/proc/self/oom_score_adj") -> None:
+    """oom_score_adj = -1000."""
+    try:
+        Path(path).write_text(f"{OOM_SCORE_ADJ_MIN}\n")
+        report.done.append("oom_score_adj=-1000")
+    except OSError as exc:
+        report.skipped.append(f"oom_score_adj: {exc.strerror}")
+        log.warning("cannot set oom_score_adj: %s", exc.strerror)
+
+
+def set_io_flusher(report: HygieneReport) -> None:
+    """prctl(PR_SET_IO_FLUSHER, 1) where the kernel has it (Linux >= 5.6, CAP_SYS_RESOURCE)."""
+    if _libc().prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        report.skipped.append(f"PR_SET_IO_FLUSHER: {os.strerror(err)}")
+        log.info("PR_SET_IO_FLUSHER unavailable: %s", os.strerror(err))
+    else:
+        report.done.append("PR_SET_IO_FLUSHER")
+
+
+def nbd_swaps(swaps: str = "/proc/swaps") -> list[str]:
+    """Swap areas that live on an nbd device (each one a deadlock waiting to happen)."""
+    try:
+        lines = Path(swaps).read_text().splitlines()[1:]
+    except OSError:
+        return []
+    return [line.split()[0] for line in lines if line.split() and "/nbd" in line.split()[0]]
+
+
+def harden(*, lock: bool = True) -> HygieneReport:
+    """Apply every root-daemon measure this process can; return what was done."""
+    report = HygieneReport()
+    os.chdir("/")
+    report.done.append("chdir /")
+    if argv0_is_root_daemon():
+        report.done.append("argv0 @")
+    else:
+        report.skipped.append("argv0 does not start with @ (not re-executed)")
+    if lock:
+        lock_memory(report)
+    protect_from_oom(report)
+    set_io_flusher(report)
+    for swap in nbd_swaps():
+        log.error("swap on %s is on an NBD device: this can deadlock; swapoff it", swap)
+        report.skipped.append(f"swap on {swap}")
+    log.info("root-daemon hygiene: done %s; skipped %s", report.done, report.skipped)
+    return report

@@ -1,0 +1,18 @@
+"""The relay between the kernel's nbd driver and a real NBD server.
+
+* :mod:`~appliance.relay.relay` -- the event loop: simple NBD to the kernel, negotiated
+  NBD (TLS, structured replies, extended headers) to the server, replay after reconnect;
+* :mod:`~appliance.relay.reconnect` -- the reconnect thread (backoff);
+* :mod:`~appliance.relay.policy` -- backoff and deadline settings;
+* :mod:`~appliance.relay.upstream` -- one negotiated server connection;
+* :mod:`~appliance.relay.serve` -- glue: connect, attach to /dev/nbdN, run the relay.
+"""
+
+from __future__ import annotations
+
+from appliance.relay.policy import ReconnectPolicy, parse_deadline
+from appliance.relay.relay import Relay, RelayStats
+from appliance.relay.upstream import Connector, Upstream, uri_connector
+
+__all__ = ["Connector", "ReconnectPolicy", "Relay", "RelayStats", "Upstream",
+           "parse_deadline", "uri_connector"]

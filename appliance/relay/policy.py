@@ -1,0 +1,50 @@
+"""How the relay reconnects: backoff between attempts and when to give up on requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """Backoff ``initial * 2**n`` capped at ``maximum``; ``deadline`` seconds of outage after
+    which the requests waiting for the server are failed with EIO (None: wait forever, the
+    right thing for a root disk).  Reconnect attempts go on after the deadline; requests
+    arriving while the server is still away are then failed at once."""
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    deadline: float | None = None
+    connect_timeout: float = 10.0
+    # With requests outstanding and not one byte from the server for this long, the
+    # connection counts as dead (a cut cable sends no RST).  A slow but live server only
+    # costs a reconnect and a replay, which is safe.
+    io_timeout: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        if self.initial <= 0 or self.maximum < self.initial or self.connect_timeout <= 0:
+            raise UsageError("reconnect backoff needs 0 < initial <= maximum, timeout > 0")
+        if self.io_timeout is not None and self.io_timeout <= 0:
+            raise UsageError("the I/O timeout must be > 0 seconds")
+        if self.deadline is not None and self.deadline < 0:
+            raise UsageError("the reconnect deadline must be >= 0 seconds or 'forever'")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (0-based)."""
+        return float(min(self.maximum, self.initial * (2 ** min(attempt, 30))))
+
+
+def parse_deadline(text: str) -> float | None:
+    """``forever`` (or ``inf``) -> None, else a non-negative number of seconds."""
+    if text.strip().lower() in ("forever", "inf", "infinite", "never"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"reconnect deadline {text!r} is not a number of seconds "
+                         "or 'forever'") from None
+    if value < 0 or value != value:
+        raise UsageError(f"reconnect deadline {text!r} must be >= 0")
+    return value

@@ -1,0 +1,45 @@
+"""The relay's connection to the real server: connect, negotiate, check it is the same export.
+
+Each (re)connection is a fresh TCP/Unix connection, TLS handshake and NBD_OPT_GO through
+:func:`appliance.client.negotiate.negotiate`; the relay asks for structured replies and
+extended headers and copes with whatever the server agrees to.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from appliance.errors import ProtocolError
+from appliance.nbd import ExportInfo, Negotiated
+from appliance.nbd.uri import NBDURI
+from appliance.transport import ConnectPolicy
+
+
+@dataclass
+class Upstream:
+    """One negotiated connection to the server."""
+
+    sock: socket.socket
+    info: ExportInfo
+    trailing: bytes = b""
+
+
+Connector = Callable[[], Upstream]
+
+
+def uri_connector(uri: NBDURI, *, timeout: float = 10.0) -> Connector:
+    """A connector that makes one attempt (the relay does its own backoff)."""
+    from appliance.client.negotiate import negotiate
+
+    policy = ConnectPolicy(timeout=timeout, attempts=1)
+
+    def connect() -> Upstream:
+        result = negotiate(uri, policy=policy)
+        if not isinstance(result.event, Negotiated):
+            result.sock.close()
+            raise ProtocolError(f"{uri.address}: negotiation ended without an export ({uri})")
+        return Upstream(result.sock, result.event.info, result.trailing)
+
+    return connect

@@ -1,0 +1,77 @@
+"""What the booted system reports about its NBD root: device, relay process, boot timeline.
+
+Read on the running root (``appliance status``): the device mounted on ``/`` (from
+/proc/self/mounts), the PID the kernel records for it (/sys/block/nbdN/pid, the relay
+that attached it), whether that process lives and runs as a root-storage daemon
+(argv[0] starting with '@'), and the boot timeline the initramfs left in /run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+TIMELINE = Path("/run/nbdroot/timeline.json")
+
+
+@dataclass(frozen=True)
+class RootStatus:
+    """The root device and the relay serving it."""
+
+    device: str | None
+    relay_pid: int | None
+    relay_alive: bool
+    relay_argv0: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Root on an nbd device with a live '@' relay."""
+        return bool(self.device and "/nbd" in self.device and self.relay_alive
+                    and (self.relay_argv0 or "").startswith("@"))
+
+    def line(self) -> str:
+        """One console line a script (``appliance demo --check``) can match."""
+        state = "alive" if self.relay_alive else "dead"
+        return (f"nbdroot-status: root={self.device or 'unknown'} relay={state} "
+                f"pid={self.relay_pid or 0} argv0={self.relay_argv0 or '-'}")
+
+
+def root_device(mounts: Path = Path("/proc/self/mounts")) -> str | None:
+    """The device mounted on / (the last such mount wins, as the kernel stacks them)."""
+    device = None
+    for line in mounts.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[1] == "/":
+            device = fields[0]
+    return device
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def collect(root: Path = Path("/")) -> RootStatus:
+    """The status of this system's root (``root`` lets tests point at a tree)."""
+    device = root_device(root / "proc/self/mounts")
+    pid_text = _read(root / "sys/block" / Path(device or "none").name / "pid")
+    pid = int(pid_text) if pid_text and pid_text.isdigit() else None
+    argv0 = None
+    if pid is not None:
+        cmdline = _read(root / f"proc/{pid}/cmdline")
+        argv0 = cmdline.split("\0", 1)[0] if cmdline else None
+    alive = pid is not None and argv0 is not None
+    return RootStatus(device, pid, alive, argv0)
+
+
+def timeline(path: Path = TIMELINE) -> list[dict[str, object]]:
+    """The initramfs's boot steps, or [] when none were kept."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+

@@ -1,0 +1,63 @@
+"""Board bring-up in one call: detect the board, load its modules, check its PHY.
+
+This is what the boot path runs before configuring the network: the profile from the
+devicetree, ``modprobe`` of its modules in order, then the PHY policy on what the
+kernel found on the MDIO bus (waiting briefly, since the FEC may finish probing, and
+register its bus, just after ``modprobe fec`` returns).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from board.mdio import scan
+from board.modules import Loaded, ModuleLoader
+from board.phy import Selection, choose
+from board.profile import Ethernet, PhyAddr, Profile, detect
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class BringUp:
+    """What bring-up found and did."""
+
+    profile: Profile
+    port: Ethernet
+    modules: tuple[Loaded, ...]
+    selection: Selection
+
+
+def wait_for_phy(root: Path, port: Ethernet, configured: PhyAddr, timeout: float) -> Selection:
+    """Apply the PHY policy, retrying while no PHY has appeared yet (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        phys = scan(root)
+        mine = [p for p in phys if not port.mdio_owner or p.owner == port.mdio_owner]
+        if mine or time.monotonic() >= deadline:
+            return choose(phys, port.mdio_owner, configured)
+        time.sleep(POLL_S)
+
+
+def bring_up(root: Path = Path("/"), *, iface: str | None = None, phy: PhyAddr | None = None,
+             profile: Profile | None = None, loader: ModuleLoader | None = None,
+             phy_timeout: float = 5.0) -> BringUp:
+    """Detect, load modules, select the PHY; a BoardError says which step failed and why.
+
+    ``phy`` overrides the profile's address (the stored setting) and ``profile`` the
+    detected board; a port whose profile names no MDIO bus (the generic i.MX6 one)
+    accepts a PHY on any bus.
+    """
+    profile = profile or detect(root)
+    port = profile.port(iface)
+    loader = loader or ModuleLoader(root=root)
+    modules = tuple(loader.load(profile.load_order))
+    configured = port.phy if phy is None else phy
+    selection = wait_for_phy(root, port, configured, phy_timeout)
+    log.info("%s: %s, PHY %s", profile.name, port.iface, selection.phy.describe())
+    return BringUp(profile, port, modules, selection)

@@ -1,0 +1,122 @@
+"""Loading the kernel modules a board needs, in order, with the system's real ``modprobe``.
+
+Nothing of kmod is reimplemented: each module goes to ``modprobe`` (which resolves
+dependencies and decompresses ``.ko.xz``).  A module is skipped when it is already
+loaded (``<root>/sys/module/<name>/initstate``) or built in (listed in
+``modules.builtin``).  ``moddir``/``kernel`` map to ``modprobe -d``/``-S`` so the same
+code can run against an unpacked kernel package (with ``dry_run``, ``modprobe -n``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.errors import BoardError
+
+log = logging.getLogger(__name__)
+
+MODPROBE_TIMEOUT_S = 60
+
+
+def module_key(name: str) -> str:
+    """Kernel's name of a module: ``gpio-mxc`` and ``gpio_mxc.ko.xz`` are both ``gpio_mxc``."""
+    base = os.path.basename(name).split(".ko", 1)[0]
+    return base.replace("-", "_")
+
+
+@dataclass
+class Loaded:
+    """What happened to one module."""
+
+    name: str
+    action: str  # "loaded", "already loaded", "built-in", "would load"
+    detail: str = ""
+
+
+@dataclass
+class ModuleLoader:
+    """Runs ``modprobe`` for modules under one system root."""
+
+    root: Path = Path("/")
+    moddir: Path | None = None  # modprobe -d; default: root
+    kernel: str | None = None  # modprobe -S; default: the running kernel's release
+    dry_run: bool = False  # modprobe -n: print what would be inserted
+    modprobe: str = "modprobe"
+    _builtin: frozenset[str] | None = field(default=None, repr=False)
+
+    def release(self) -> str:
+        """The kernel release whose modules are used."""
+        if self.kernel:
+            return self.kernel
+        path = self.root / "proc/sys/kernel/osrelease"
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise BoardError(f"cannot read {path}: {exc.strerror}") from exc
+
+    def builtin(self) -> frozenset[str]:
+        """Modules compiled into the kernel (from ``modules.builtin``)."""
+        if self._builtin is None:
+            base = self.moddir or self.root
+            path = base / "lib/modules" / self.release() / "modules.builtin"
+            try:
+                lines = path.read_text().split()
+            except OSError:
+                log.debug("no %s: assuming nothing is built in", path)
+                lines = []
+            self._builtin = frozenset(module_key(line) for line in lines)
+        return self._builtin
+
+    def is_loaded(self, name: str) -> bool:
+        """True when ``<root>/sys/module/<name>`` says the module is live or coming."""
+        path = self.root / "sys/module" / module_key(name) / "initstate"
+        try:
+            return path.read_text().strip() in ("live", "coming")
+        except OSError:
+            return False
+
+    def _argv(self, name: str) -> list[str]:
+        argv = [self.modprobe, "-v"]
+        if self.moddir is not None:
+            argv += ["-d", str(self.moddir)]
+        if self.kernel:
+            argv += ["-S", self.kernel]
+        if self.dry_run:
+            argv.append("-n")
+        return [*argv, name]
+
+    def load_one(self, name: str) -> Loaded:
+        """Load ``name`` unless it is already there; :class:`BoardError` naming it on failure."""
+        if self.is_loaded(name):
+            return Loaded(name, "already loaded")
+        if module_key(name) in self.builtin():
+            return Loaded(name, "built-in")
+        argv = self._argv(name)
+        log.debug("+ %s", " ".join(argv))
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False,
+                                  stdin=subprocess.DEVNULL, timeout=MODPROBE_TIMEOUT_S)
+        except FileNotFoundError as exc:
+            raise BoardError(f"cannot load module {name}: {self.modprobe} not found "
+                             "(install kmod in the image)") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise BoardError(f"modprobe {name} hung for {MODPROBE_TIMEOUT_S} s") from exc
+        if proc.returncode != 0:
+            why = proc.stderr.strip().splitlines()
+            raise BoardError(f"cannot load module {name}: "
+                             f"{why[-1] if why else f'modprobe exit {proc.returncode}'}")
+        return Loaded(name, "would load" if self.dry_run else "loaded", proc.stdout.strip())
+
+    def load(self, names: Iterable[str]) -> list[Loaded]:
+        """Load ``names`` in order, stopping at the first failure."""
+        done = []
+        for name in names:
+            result = self.load_one(name)
+            log.info("module %s: %s", name, result.action)
+            done.append(result)
+        return done

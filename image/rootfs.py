@@ -1,0 +1,68 @@
+"""The root filesystem served as the NBD export: a Debian minbase tree in an ext4 image.
+
+The tree comes from ``mmdebstrap --variant=minbase --mode=chrootless`` (maintainer
+scripts run on the host; systemd's cannot, so init is busybox's, with the inittab and
+rcS from ``image/files/rootfs``).  The initramfs's Python, its libraries, kernel modules
+and the agent are copied in, so ``appliance status`` works after switch_root.  The image
+is a sparse ext4 file made by ``mke2fs -d`` with a fixed UUID, hash seed and time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+from image import fetch
+from image.run import run
+from image.spec import ImageSpec
+
+FILES = Path(__file__).with_name("files") / "rootfs"
+ROOTFS = "rootfs.ext4"
+SIZE = 512 * 2**20
+FS_UUID = uuid.uuid5(uuid.NAMESPACE_URL, "nbdroot-imx6/rootfs")
+# From the initramfs tree: the parts a minbase tree lacks.
+FROM_INITRAMFS = ("usr/bin/python3.13", "usr/bin/python3", "usr/lib/python3.13",
+                  "usr/lib/python3", "usr/lib/arm-linux-gnueabihf", "usr/lib/modules")
+
+
+def _merge(src: Path, dst: Path) -> None:
+    """Copy ``src`` into ``dst``, never replacing what the Debian tree already has."""
+    if src.is_symlink() or src.is_file():
+        if not dst.exists() and not dst.is_symlink():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst, follow_symlinks=False)
+        return
+    for child in sorted(src.iterdir()):
+        _merge(child, dst / child.name)
+
+
+def overlay(initramfs_tree: Path, tree: Path) -> None:
+    """Add Python, the agent, modules and the init configuration to ``tree``."""
+    for rel in FROM_INITRAMFS:
+        _merge(initramfs_tree / rel, tree / rel)
+    shutil.copytree(FILES, tree, dirs_exist_ok=True, symlinks=True)
+    init = tree / "sbin/init"
+    init.unlink(missing_ok=True)
+    init.symlink_to("/bin/busybox")
+
+
+def make_ext4(tree: Path, dest: Path, *, epoch: int, size: int = SIZE, label: str = "nbdroot",
+              fs_uuid: uuid.UUID = FS_UUID) -> None:
+    """A sparse ext4 image of ``tree`` (reproducible: fixed UUID, hash seed, times)."""
+    dest.unlink(missing_ok=True)
+    with dest.open("wb") as f:
+        f.truncate(size)
+    run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", label, "-U", str(fs_uuid),
+         "-E", f"hash_seed={fs_uuid},root_owner=0:0", "-d", tree, dest],
+        env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+
+
+def build(image_spec: ImageSpec, work: Path, out: Path, *, suite: str, cache: Path,
+          epoch: int) -> str:
+    """Bootstrap, overlay and pack the root filesystem; return its file name in ``out``."""
+    tree = work / "rootfs"
+    fetch.bootstrap(image_spec.rootfs_packages, tree, suite=suite, cache=cache, epoch=epoch)
+    overlay(work / "initramfs", tree)
+    make_ext4(tree, out / ROOTFS, epoch=epoch)
+    return ROOTFS

@@ -1,0 +1,1 @@
+"""Board support: profiles, detection, modules, MDIO scan, PHY policy, DTB patching."""

@@ -1,0 +1,1 @@
+"""Network configuration: parsing, resolv.conf, and real pyroute2 in network namespaces."""
