@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 DEBS_COMMON=(qemu-utils nbdkit libnbd-bin qemu-system-arm mmdebstrap arch-test
-             device-tree-compiler swig dnsmasq-base iproute2 socat kmod cpio xz-utils busybox)
+             device-tree-compiler swig dnsmasq-base iproute2 socat kmod cpio xz-utils busybox
+             u-boot-tools e2fsprogs)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'setup.sh: error: %s\n' "$*" >&2; exit 1; }

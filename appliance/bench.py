@@ -1,6 +1,6 @@
 """Benchmarks that print figures: ``appliance bench copy`` (our copy against nbdcopy).
 
-Owns starting a throw-away nbdkit (pattern plugin, TLS-PSK, loopback, a free port), timing
+Owns timing, on a throw-away nbdkit (pattern plugin, TLS-PSK, loopback, a free port),
 ``appliance nbd copy`` and ``nbdcopy`` on the same URI to /dev/null, and the report.
 Both tools run as subprocesses so that each pays its own start-up and neither shares a
 process with the other.
@@ -9,21 +9,17 @@ process with the other.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.errors import ApplianceError
 
-READY_TIMEOUT = 15.0
 RUN_TIMEOUT = 600.0
 
 
@@ -48,42 +44,22 @@ def _need(binary: str) -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def nbdkit_pattern(size: int) -> Iterator[str]:
-    """Serve ``nbdkit pattern size=SIZE`` over TLS-PSK; yield its nbds:// URI."""
-    nbdkit = _need("nbdkit")
+    """Serve ``nbdkit pattern size=SIZE`` over TLS-PSK on 127.0.0.1; yield its nbds:// URI."""
+    from appliance.servers import ServerError, make_psk, start_nbdkit
+
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
-        psk = os.path.join(tmp, "keys.psk")
-        fd = os.open(psk, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"bench:{secrets.token_hex(32)}\n")
-        port, pid_file = _free_port(), os.path.join(tmp, "nbdkit.pid")
-        argv = [nbdkit, "-f", "-P", pid_file, "-i", "127.0.0.1", "-p", str(port),
-                "--tls=require", f"--tls-psk={psk}", "pattern", f"size={size}"]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        psk = make_psk(Path(tmp) / "tls", identity="bench")
         try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while not os.path.exists(pid_file):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                    raise ApplianceError(f"nbdkit did not start: {err.strip()[-300:]}")
-                time.sleep(0.02)
-            yield f"nbds://bench@127.0.0.1:{port}/?tls-psk-file={psk}"
+            server = start_nbdkit("pattern", f"size={size}", tmp=Path(tmp) / "nbdkit",
+                                  psk_file=psk)
+        except ServerError as exc:
+            raise ApplianceError(str(exc)) from None
+        try:
+            yield server.uri()
         finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
+            server.stop()
 
 
 def _time(argv: list[str]) -> float:

@@ -29,10 +29,14 @@ import ctypes.util
 import logging
 import os
 import site
+import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ MCL_CURRENT = 1
 MCL_FUTURE = 2
 PR_SET_IO_FLUSHER = 57
 OOM_SCORE_ADJ_MIN = -1000
+THREAD_STACK = 512 * 1024
 
 
 @dataclass
@@ -91,7 +96,7 @@ def reexec_with_at_argv0(argv: Sequence[str] | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     # os.execv's first argument is the program to run; argv[0] is free text.
-    os.execv(sys.executable, root_daemon_command(args[1:]))  # noqa: S606
+    os.execv(sys.executable, root_daemon_command(args[1:]))
 
 
 def lock_memory(report: HygieneReport) -> None:
@@ -144,6 +149,8 @@ def harden(*, lock: bool = True) -> HygieneReport:
     else:
         report.skipped.append("argv0 does not start with @ (not re-executed)")
     if lock:
+        # Every page of every thread stack is locked from now on: keep the stacks small.
+        threading.stack_size(THREAD_STACK)
         lock_memory(report)
     protect_from_oom(report)
     set_io_flusher(report)
@@ -152,3 +159,42 @@ def harden(*, lock: bool = True) -> HygieneReport:
         report.skipped.append(f"swap on {swap}")
     log.info("root-daemon hygiene: done %s; skipped %s", report.done, report.skipped)
     return report
+
+
+READY_FD_ENV = "APPLIANCE_READY_FD"
+DETACH_WAIT = 120.0
+
+
+def spawn_detached(args: Sequence[str]) -> tuple[int, str]:
+    """Run ``appliance ARGS`` as '@appliance-relay' in a new session, in ``/``.
+
+    Returns (pid, the line the child passes to :func:`tell_ready`) once the child says
+    it is ready; an ApplianceError with its exit status if it exits first.
+    """
+    read_fd, write_fd = os.pipe()
+    env = dict(os.environ, **{READY_FD_ENV: str(write_fd)})
+    try:
+        proc = subprocess.Popen(root_daemon_command(list(args)), executable=sys.executable,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                pass_fds=(write_fd,), start_new_session=True, env=env,
+                                cwd="/")
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd) as ready:
+        line = ready.readline().strip()  # EOF when the child fails or exits
+    if not line:
+        code = proc.wait(DETACH_WAIT)
+        raise ApplianceError(f"the background relay failed to attach (exit status {code})")
+    return proc.pid, line
+
+
+def tell_ready(text: str) -> None:
+    """In a child of :func:`spawn_detached`: report readiness (``text``) to the parent."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None:
+        return
+    try:
+        os.write(int(fd), f"{text}\n".encode())
+        os.close(int(fd))
+    except (OSError, ValueError):
+        pass

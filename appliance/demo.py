@@ -20,6 +20,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from image.qemu import QemuBoard
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,8 @@ EXPORT = "root"
 GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's 127.0.0.1
 # What the booted root prints once it runs from the NBD device with the relay alive.
 ROOT_OK = re.compile(rb"nbdroot-status: root=(/dev/nbd\d+) relay=alive pid=(\d+)")
-FAILED_STEP = re.compile(rb"nbdroot: (?:\[[ \d.]+s\] (\S+) \([\d.]+s\) FAILED[^\r\n]*|boot failed[^\r\n]*)")
+FAILED_STEP = re.compile(rb"nbdroot: \[[ \d.]+s\] \S+ \([\d.]+s\) FAILED|Kernel panic[^\r\n]*")
+BOOT_FAILED = re.compile(rb"nbdroot: boot failed: ([^\r\n]*)\r?\n")
 
 Reporter = Callable[[str], None]
 
@@ -155,10 +160,21 @@ def _check(opts: DemoOptions, initrd: Path, work: Path, report: Reporter) -> int
         ok = ROOT_OK.search(match.group(0))
         took = time.monotonic() - board.started
         if ok is None:
-            report(f"boot failed: {match.group(0).decode(errors='replace').strip()}")
+            report(_failure(board, match.group(0)))
             return 1
         report(f"ok: the board runs from {ok.group(1).decode()} through the relay "
                f"(pid {ok.group(2).decode()}), {took:.1f} s after QEMU started")
         return 0
     finally:
         board.stop()
+
+
+def _failure(board: QemuBoard, first: bytes) -> str:
+    """The board's own one-line reason, once it has printed the whole line."""
+    from image.qemu import ConsoleTimeout
+
+    try:
+        why = board.expect(BOOT_FAILED.pattern, 30.0).group(1)
+    except ConsoleTimeout:
+        why = first
+    return f"boot failed: {why.decode(errors='replace').strip()}"

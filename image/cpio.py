@@ -89,7 +89,7 @@ def write(root: Path, out: BinaryIO, *, mtime: int, nodes: tuple[Node, ...] = ()
 
 
 def write_gz(root: Path, dest: Path, *, mtime: int, nodes: tuple[Node, ...] = (),
-             level: int = 9) -> int:
+             level: int = 6) -> int:
     """Write ``root`` as ``dest`` (cpio newc + gzip, reproducible); return its size."""
     tmp = dest.with_name(dest.name + ".tmp")
     with tmp.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,

@@ -34,13 +34,19 @@ def _mode() -> str:
     return "root" if os.geteuid() == 0 else "unshare"
 
 
-def _cache_hooks(cache: Path) -> list[str]:
+def _cache_hooks(cache: Path, out_hook: str) -> list[str]:
+    """Hooks copying the cache in before the download and the .debs out afterwards.
+
+    ``out_hook`` is the phase where the .debs are still there: ``extract`` for the
+    extract variant (it runs no customize hooks), ``customize`` otherwise (with
+    ``--skip=essential/unlink`` so the essential packages' .debs are kept).
+    """
     cache.mkdir(parents=True, exist_ok=True)
     q = shlex.quote(str(cache))
     return [
         f'--setup-hook=mkdir -p "$1"{ARCHIVES}',
         f"--setup-hook=sync-in {q} {ARCHIVES}/",
-        f"--customize-hook=sync-out {ARCHIVES} {q}",
+        f"--{out_hook}-hook=sync-out {ARCHIVES} {q}",
     ]
 
 
@@ -55,7 +61,7 @@ def extract(packages: Sequence[str], target: Path, *, suite: str, cache: Path,
     """Unpack ``packages`` and their dependencies for armhf into ``target``."""
     _fresh(target)
     run(["mmdebstrap", "--variant=extract", f"--arch={ARCH}", f"--mode={_mode()}",
-         "--quiet", f"--include={','.join(packages)}", *_cache_hooks(cache),
+         "--quiet", f"--include={','.join(packages)}", *_cache_hooks(cache, "extract"),
          suite, target, mirror],
         env={"SOURCE_DATE_EPOCH": str(epoch)})
 
@@ -66,5 +72,6 @@ def bootstrap(packages: Sequence[str], target: Path, *, suite: str, cache: Path,
     _fresh(target)
     include = [f"--include={','.join(packages)}"] if packages else []
     run(["mmdebstrap", "--variant=minbase", f"--arch={ARCH}", "--mode=chrootless",
-         "--quiet", *include, *_cache_hooks(cache), suite, target, mirror],
+         "--quiet", "--skip=essential/unlink", *include, *_cache_hooks(cache, "customize"),
+         suite, target, mirror],
         env={"SOURCE_DATE_EPOCH": str(epoch)})

@@ -37,11 +37,12 @@ DIST = Path("usr/lib/python3/dist-packages")
 LIBDIRS = (Path("usr/lib/arm-linux-gnueabihf"), Path("usr/lib"))
 PROGRAMS = ("usr/bin/busybox", "usr/bin/kmod", f"usr/bin/{PY}")
 KMOD_LINKS = ("modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo")
-# Standard library parts a headless agent never imports.
+# Standard library parts a headless agent never imports.  (sqlite3 stays: importing any
+# part of pyroute2 runs its __init__, which imports pyroute2.ndb, which imports sqlite3.)
 STDLIB_PRUNE = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-                "pydoc_data", "venv", "sqlite3", "curses", "turtle.py", "antigravity.py",
+                "pydoc_data", "venv", "curses", "turtle.py", "antigravity.py",
                 "this.py", "__phello__", "__hello__.py", "EXTERNALLY-MANAGED", "LICENSE.txt")
-DYNLOAD_PRUNE = ("_test", "xx", "_ctypes_test", "_sqlite3", "_curses", "_dbm", "_gdbm",
+DYNLOAD_PRUNE = ("_test", "xx", "_ctypes_test", "_curses", "_dbm", "_gdbm",
                  "_tkinter", "readline", "_interp")
 NODES = (Node("dev/console", stat.S_IFCHR | 0o600, 5, 1),
          Node("dev/null", stat.S_IFCHR | 0o666, 1, 3))
@@ -113,6 +114,7 @@ def add_python(src_tree: Path, dst_tree: Path) -> None:
     """Python 3.13, a pruned standard library, and the Debian Python packages."""
     _copy(src_tree, dst_tree, STDLIB)
     _copy(src_tree, dst_tree, DIST)
+    _copy(src_tree, dst_tree, Path("etc") / PY)  # target of stdlib's sitecustomize.py
     _prune(dst_tree / STDLIB, STDLIB_PRUNE, DYNLOAD_PRUNE)
     _prune(dst_tree / DIST, ())
     (dst_tree / "usr/bin/python3").symlink_to(PY)

@@ -9,6 +9,7 @@ is a sparse ext4 file made by ``mke2fs -d`` with a fixed UUID, hash seed and tim
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -47,15 +48,33 @@ def overlay(initramfs_tree: Path, tree: Path) -> None:
     init.symlink_to("/bin/busybox")
 
 
+def clamp_times(tree: Path, epoch: int) -> None:
+    """Set every entry's atime and mtime to ``epoch`` (maintainer scripts leave 'now')."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            os.utime(Path(dirpath) / name, (epoch, epoch), follow_symlinks=False)
+    os.utime(tree, (epoch, epoch))
+
+
 def make_ext4(tree: Path, dest: Path, *, epoch: int, size: int = SIZE, label: str = "nbdroot",
               fs_uuid: uuid.UUID = FS_UUID) -> None:
     """A sparse ext4 image of ``tree`` (reproducible: fixed UUID, hash seed, times)."""
+    clamp_times(tree, epoch)
     dest.unlink(missing_ok=True)
     with dest.open("wb") as f:
         f.truncate(size)
+    fake_time = {"E2FSPROGS_FAKE_TIME": str(epoch)}
     run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", label, "-U", str(fs_uuid),
-         "-E", f"hash_seed={fs_uuid},root_owner=0:0", "-d", tree, dest],
-        env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+         "-E", f"hash_seed={fs_uuid},root_owner=0:0", "-d", tree, dest], env=fake_time)
+    # mke2fs -d copies each file's ctime (no tool can set it on the host) and atime
+    # (reading the tree updates directories' atime): reset both in the image.
+    script = dest.with_name(dest.name + ".debugfs")
+    paths = ["/", *(f"/{p.relative_to(tree).as_posix()}" for p in sorted(tree.rglob("*"))
+                    if '"' not in p.name)]
+    script.write_text("".join(f'sif "{p}" ctime @{epoch}\nsif "{p}" atime @{epoch}\n'
+                              for p in paths))
+    run(["debugfs", "-w", "-f", script, dest], env=fake_time)
+    script.unlink()
 
 
 def build(image_spec: ImageSpec, work: Path, out: Path, *, suite: str, cache: Path,

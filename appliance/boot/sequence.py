@@ -113,17 +113,15 @@ def wait_for_server(uri: str, boot: BootConfig, out: TextIO) -> str:
 
 
 def start_relay(uri: str, boot: BootConfig, device: str) -> str:
-    """``appliance nbd attach --detach``: returns once the kernel has ``device``."""
+    """``appliance nbd attach`` as '@appliance-relay': returns once the kernel has ``device``."""
+    from appliance.daemon import spawn_detached
+
     deadline = "forever" if boot.retry_deadline is None else str(boot.retry_deadline)
-    argv = [sys.executable or "/usr/bin/python3", "-m", "appliance", "nbd", "attach", uri,
-            "--device", device, "--detach", "--reconnect-deadline", deadline,
-            "--backoff", str(boot.retry_backoff_initial),
-            "--max-backoff", str(boot.retry_backoff_max)]
-    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
-    if done.returncode != 0:
-        raise ApplianceError(f"the relay did not attach {device} (exit status "
-                             f"{done.returncode}; its error is above)")
-    return done.stdout.strip()
+    pid, line = spawn_detached(["nbd", "attach", uri, "--device", device,
+                                "--reconnect-deadline", deadline,
+                                "--backoff", str(boot.retry_backoff_initial),
+                                "--max-backoff", str(boot.retry_backoff_max)])
+    return f"{line} (relay pid {pid})"
 
 
 def wait_for_device(device: str, timeout: float = DEVICE_WAIT_S) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
 HELP = """\
@@ -44,12 +43,15 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if args.no_switch:
         return 0
     print(f"nbdroot: switching to the root on {opts.device} ({init})", flush=True)
-    sys.stdout.flush()
-    os.execv("/bin/switch_root", ["switch_root", NEWROOT, init])
+    try:
+        os.execvp("switch_root", ["switch_root", NEWROOT, init])
+    except OSError as exc:
+        print(f"nbdroot: boot failed: cannot run switch_root: {exc}", flush=True)
+    return _rescue()
 
 
 def _rescue() -> int:
     if os.getpid() != 1:
         return 1
     print("nbdroot: rescue shell (fix the cause, then 'reboot -f')", flush=True)
-    os.execv("/bin/sh", ["sh"])
+    os.execvp("sh", ["sh"])

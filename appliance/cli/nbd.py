@@ -24,7 +24,7 @@ _SUFFIX = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 def parse_size(text: str) -> int:
     """``256K`` / ``1M`` / ``4096`` to bytes (argparse type)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text.upper())
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:I?B)?\s*", text.upper())
     if not m or int(m.group(1)) <= 0:
         raise argparse.ArgumentTypeError(f"bad size {text!r} (examples: 4096, 256K, 1M)")
     return int(m.group(1)) * _SUFFIX[m.group(2)]

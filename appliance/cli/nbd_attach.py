@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from typing import Any
 
-from appliance.errors import ApplianceError, UsageError
-
-READY_FD_ENV = "APPLIANCE_READY_FD"
-DETACH_WAIT = 120.0
+from appliance.errors import UsageError
 
 ATTACH_HELP = """\
 Connect to URI (nbd://, nbds:// with TLS-PSK, nbd+unix://), attach the export as a
@@ -74,40 +70,6 @@ def _policy(args: argparse.Namespace) -> Any:
                            deadline=parse_deadline(args.reconnect_deadline))
 
 
-def _spawn_background(argv: list[str]) -> int:
-    """Run this same command without --detach in a new session; wait for 'attached'."""
-    from appliance.daemon import root_daemon_command
-
-    read_fd, write_fd = os.pipe()
-    env = dict(os.environ, **{READY_FD_ENV: str(write_fd)})
-    args = [a for a in argv if a != "--detach"]
-    try:
-        proc = subprocess.Popen(root_daemon_command(args), executable=sys.executable,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                pass_fds=(write_fd,), start_new_session=True, env=env,
-                                cwd="/")
-    finally:
-        os.close(write_fd)
-    with os.fdopen(read_fd) as ready:
-        line = ready.readline().strip()  # EOF when the child fails or exits
-    if not line:
-        code = proc.wait(DETACH_WAIT)
-        raise ApplianceError(f"the background relay failed to attach (exit status {code})")
-    print(f"{line} (relay pid {proc.pid})")
-    return 0
-
-
-def _tell_ready(device: str) -> None:
-    fd = os.environ.pop(READY_FD_ENV, None)
-    if fd is None:
-        return
-    try:
-        os.write(int(fd), f"{device}\n".encode())
-        os.close(int(fd))
-    except (OSError, ValueError):
-        pass
-
-
 def cmd_attach(args: argparse.Namespace) -> int:
     from appliance import daemon
     from appliance.nbd.uri import parse_uri
@@ -116,13 +78,14 @@ def cmd_attach(args: argparse.Namespace) -> int:
     uri = parse_uri(args.uri)
     for path in (uri.tls_psk_file, uri.tls_certificates):
         if path is not None and not os.path.isabs(path):
-            raise UsageError(f"{path!r}: give an absolute path; the relay runs in / and "
-                             "reads it again on every reconnect")
+            raise UsageError(f"{path!r}: give an absolute path (the relay runs in /)")
     policy = _policy(args)
     if args.block_size is not None and args.block_size not in (512, 1024, 2048, 4096):
         raise UsageError("--block-size must be 512, 1024, 2048 or 4096")
     if args.detach:
-        return _spawn_background(sys.argv[1:])
+        pid, line = daemon.spawn_detached([a for a in sys.argv[1:] if a != "--detach"])
+        print(f"{line} (relay pid {pid})")
+        return 0
     root = os.geteuid() == 0 and not args.no_root_daemon
     if root:
         daemon.reexec_with_at_argv0()  # returns only when argv[0] already starts with '@'
@@ -131,8 +94,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
     att, relay = attach_and_serve(uri, policy, opts)
     print(f"{att.path}: attached ({relay.export.size} bytes, {att.method}); serving",
           file=sys.stderr)
-    _tell_ready(att.path)
+    daemon.tell_ready(att.path)
     relay.run()
+    if att.ioctl is not None and not att.ioctl.wait(30.0):  # NBD_DO_IT still inside the kernel
+        print(f"{att.path}: the kernel has not released the device yet", file=sys.stderr)
     s = relay.stats
     print(f"{att.path}: detached after {s.requests} requests, {s.outages} outages "
           f"({s.outage_seconds:.1f}s), {s.replayed} replayed", file=sys.stderr)

@@ -26,10 +26,10 @@ from appliance.nbd.uri import NBDURI, parse_uri
 from appliance.transport import ConnectPolicy
 
 from .connection import Completion, Connection
-from .negotiate import negotiate
+from .negotiation import Negotiation, drive, negotiate
 
-__all__ = ["Completion", "ConnectPolicy", "Connection", "connect", "export_info",
-           "list_exports", "list_meta_contexts"]
+__all__ = ["Completion", "ConnectPolicy", "Connection", "Negotiation", "connect", "drive",
+           "export_info", "list_exports", "list_meta_contexts", "negotiate"]
 
 
 def _uri(uri: NBDURI | str) -> NBDURI:

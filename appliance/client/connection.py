@@ -8,7 +8,8 @@ the server and URI: :class:`RequestError` (that request failed, the connection l
 :class:`ProtocolError` / :class:`TransportError` (the connection is dead).
 
 The receive path is the hot path of ``appliance nbd copy``: one preallocated buffer,
-``recv_into`` as much as the socket has, the core fed a view of it.
+``recv_into`` as much as the socket has (over TLS: every record already received, not
+just one), the core fed a view of it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import errno
 import logging
 import os
 import socket
+import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,11 +50,13 @@ from appliance.nbd import (
 )
 from appliance.nbd.uri import NBDURI
 
-from .negotiate import lost, with_uri
+from .negotiation import BUDGET_FACTOR, DEFAULT_TIMEOUT, lost, with_uri
 
 log = logging.getLogger(__name__)
 
 RECV_BUFFER = 1 << 20  # big reads; smaller than L2-hostile multi-MiB copies
+
+TLS_RECORD = 16 * 1024 + 256  # largest TLS plaintext record, with room to spare
 
 Handler = Callable[[ClientTransmissionEvent], None]
 
@@ -68,8 +73,11 @@ class Connection:
     """One negotiated NBD connection in the transmission phase."""
 
     def __init__(self, sock: socket.socket, info: ExportInfo, uri: NBDURI,
-                 trailing: bytes = b"") -> None:
+                 trailing: bytes = b"", *, reply_timeout: float | None = None) -> None:
         self.sock = sock
+        self.timeout = sock.gettimeout() or DEFAULT_TIMEOUT
+        # wait() gives up when no request completes for this long (a trickling server)
+        self.reply_timeout = reply_timeout or BUDGET_FACTOR * self.timeout
         self.info = info
         self.uri = uri
         self._tx = ClientTransmission(info)
@@ -78,6 +86,7 @@ class Connection:
         self._handlers: dict[int, Handler] = {}
         self._requests: dict[int, Request] = {}
         self._closed = False
+        self._tls = sock if isinstance(sock, ssl.SSLSocket) else None
         self.dead: NBDError | None = None
         if trailing:
             self._tx.receive_data(trailing)
@@ -122,8 +131,18 @@ class Connection:
             return []
         self.send_queued()
         done: list[Completion] = []
+        deadline = time.monotonic() + self.reply_timeout
         while not done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._die(TransportError(
+                    f"{self.uri.address}: no reply completed within {self.reply_timeout:g}s "
+                    f"{self._when()} (server too slow or stalled) ({self.uri})"))
+            if left < self.timeout:
+                self.sock.settimeout(left)
             self._receive_some(done)
+        if self.sock.gettimeout() != self.timeout:
+            self.sock.settimeout(self.timeout)
         return done
 
     def _send(self, data: bytes) -> None:
@@ -138,8 +157,11 @@ class Connection:
 
     def _receive_some(self, done: list[Completion]) -> None:
         self._check_alive()
+        eof = False
         try:
             n = self.sock.recv_into(self._view)
+            if n and self._tls is not None:
+                n, eof = self._drain_tls(self._tls, n)
         except OSError as exc:
             raise self._die(lost(self.uri, exc, self._when())) from None
         if n == 0:
@@ -153,6 +175,27 @@ class Connection:
                 event = tx.next_event()
         except ProtocolError as exc:
             raise self._die(with_uri(exc, self.uri)) from None
+        if eof:
+            raise self._die(lost(self.uri, None, self._when()))
+
+    def _drain_tls(self, tls: ssl.SSLSocket, n: int) -> tuple[int, bool]:
+        """Read the further TLS records already here (SSL_read returns one record, at most
+        16 KiB, per call), so that the core parses one big feed instead of many small ones."""
+        view, limit = self._view, len(self._buf) - TLS_RECORD
+        timeout = tls.gettimeout()
+        tls.settimeout(0.0)  # only what is already here
+        try:
+            while n < limit:
+                try:
+                    got = tls.recv_into(view[n:])
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    break
+                if not got:
+                    return n, True
+                n += got
+        finally:
+            tls.settimeout(timeout)
+        return n, False
 
     def _dispatch(self, event: ClientTransmissionEvent, done: list[Completion]) -> None:
         if type(event) is ReplyDone:

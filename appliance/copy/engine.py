@@ -13,7 +13,6 @@ destination, or nothing when the destination is known to be zero (a fresh file,
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections import deque
@@ -35,10 +34,7 @@ from appliance.nbd import (
 
 from .endpoints import BASE_ALLOCATION, Endpoint, Writer, file_extents
 
-log = logging.getLogger(__name__)
-
 UNIT = 64 << 20
-BLOCK_STATUS_MAX = 1 << 30  # larger than any unit
 
 
 @dataclass(frozen=True)
@@ -139,8 +135,9 @@ class NBDSourceWorker:
             self._queue(pos, n, not e.flags & proto.NBD_STATE_ZERO)
             pos += n
         if pos < end:  # the server described less than asked: ask again for the rest
-            self.rest = (pos, end - pos) if ev.extents else None
-            if not ev.extents:
+            progressed = pos > off  # else asking again could loop: read it as data
+            self.rest = (pos, end - pos) if progressed else None
+            if not progressed:
                 self._queue(pos, end - pos, True)
 
     def _queue(self, off: int, n: int, data: bool) -> None:
@@ -192,7 +189,6 @@ def run_copy(src: Endpoint, dst: Endpoint, opts: CopyOptions, progress: Progress
     """Copy ``src`` to ``dst`` with ``opts.connections`` workers; re-raise the first error."""
     units = Units(src.size, UNIT)
     errors: list[BaseException] = []
-    stop = threading.Event()
 
     def work() -> None:
         writer: Writer | None = None
@@ -207,7 +203,6 @@ def run_copy(src: Endpoint, dst: Endpoint, opts: CopyOptions, progress: Progress
             writer.finish()
         except BaseException as exc:
             errors.append(exc)
-            stop.set()
             while units.take() is not None:  # make the other workers stop soon
                 pass
             if on_error is not None:

@@ -65,12 +65,16 @@ def block_size_for(preferred: int | None, minimum: int | None = None) -> int:
 
 
 def attach(sock_fd: int, export: KernelExport, *, device: str | None = None,
-           timeout: int | None = 0, dead_conn_timeout: int | None = None) -> Attachment:
+           timeout: int | None = 0, dead_conn_timeout: int | None = None,
+           method: str = "auto") -> Attachment:
     """Give ``sock_fd`` to the kernel as the socket of a free (or the named) nbd device.
 
     ``timeout`` 0 asks the kernel never to fail a request for slowness: the relay
     on the other end does its own reconnecting and decides when to give up.
+    ``method``: "auto" (netlink, else ioctl), "netlink" or "ioctl".
     """
+    if method not in ("auto", "netlink", "ioctl"):
+        raise KernelError(f"unknown attach method {method!r}")
     if export.block_size & (export.block_size - 1) or not (
             MIN_BLOCK <= export.block_size <= MAX_BLOCK):
         raise KernelError(f"block size {export.block_size} is not a power of two in "
@@ -82,16 +86,19 @@ def attach(sock_fd: int, export: KernelExport, *, device: str | None = None,
         if state is not None and state.in_use:
             raise KernelError(f"{state.path} is already in use (pid {state.pid}); "
                               "detach it first or pick another device")
-    try:
-        with NBDNetlink() as nl:
-            got = nl.connect(ConnectRequest(
-                fds=(sock_fd,), size_bytes=export.size, block_size=export.block_size,
-                server_flags=export.kernel_flags(), index=index, timeout=timeout,
-                dead_conn_timeout=dead_conn_timeout))
-        log.info("attached /dev/nbd%d through netlink (%d bytes)", got, export.size)
-        return Attachment(index=got, method="netlink")
-    except FamilyMissing:
-        log.info("no nbd netlink family; using the ioctl interface")
+    if method != "ioctl":
+        try:
+            with NBDNetlink() as nl:
+                got = nl.connect(ConnectRequest(
+                    fds=(sock_fd,), size_bytes=export.size, block_size=export.block_size,
+                    server_flags=export.kernel_flags(), index=index, timeout=timeout,
+                    dead_conn_timeout=dead_conn_timeout))
+            log.info("attached /dev/nbd%d through netlink (%d bytes)", got, export.size)
+            return Attachment(index=got, method="netlink")
+        except FamilyMissing:
+            if method == "netlink":
+                raise
+            log.info("no nbd netlink family; using the ioctl interface")
     if index is None:
         free = devices.first_free()
         if free is None:

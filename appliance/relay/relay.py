@@ -201,6 +201,7 @@ class Relay:
         self._up_mask = _EV_R
         self._reads: dict[int, bytes] = {}  # assembled READ data until its ReplyDone
         self._last_rx = time.monotonic()
+        self._rview = memoryview(bytearray(RECV_SIZE))  # reused for every server recv
         self._sel.register(self.kernel, _EV_R, "kernel")
         self._sel.register(self._wake_r, _EV_R, "wake")
         self._install(first)
@@ -407,7 +408,7 @@ class Relay:
         assert sock is not None and tx is not None
         for _ in range(READ_BURST):
             try:
-                data = sock.recv(RECV_SIZE)
+                n = sock.recv_into(self._rview)
             except (BlockingIOError, ssl.SSLWantReadError):
                 break
             except ssl.SSLWantWriteError:
@@ -415,12 +416,12 @@ class Relay:
             except (OSError, ssl.SSLError) as exc:
                 self._lost(f"receive failed: {exc}")
                 return
-            if not data:
+            if not n:
                 self._lost("the server closed the connection")
                 return
             self._last_rx = time.monotonic()
             try:
-                tx.receive_data(data)
+                tx.receive_data(self._rview[:n])  # the core copies what it keeps
                 self._server_events(tx)
             except NBDError as exc:
                 self._lost(f"protocol error: {exc}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import threading
 from dataclasses import dataclass
 from types import FrameType
 
@@ -30,6 +31,7 @@ class AttachOptions:
     block_size: int | None = None
     timeout: int = 0
     dead_conn_timeout: int | None = None
+    method: str = "auto"  # netlink, else ioctl
 
 
 def relay_fd(fd: int, uri: NBDURI, policy: ReconnectPolicy) -> Relay:
@@ -44,6 +46,8 @@ def _stop_on_signals(relay: Relay) -> None:
         log.warning("signal %d: stopping the relay", signum)
         relay.stop()
 
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers; the caller owns stopping then
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
 
@@ -60,7 +64,7 @@ def attach_and_serve(uri: NBDURI, policy: ReconnectPolicy, opts: AttachOptions,
         att = attach(kernel_end.fileno(), KernelExport(size=info.size, flags=info.flags,
                                                        block_size=bs),
                      device=opts.device, timeout=opts.timeout,
-                     dead_conn_timeout=opts.dead_conn_timeout)
+                     dead_conn_timeout=opts.dead_conn_timeout, method=opts.method)
     except BaseException:
         relay_end.close()
         up.sock.close()

@@ -234,6 +234,8 @@ def test_interactive_terminal_passes_keys_and_quits_on_ctrl_bracket(
             proc.stdin.write(keys)
             proc.stdin.flush()
             time.sleep(0.7)
+        booted = b.wait()  # the board has answered everything; give the terminal a moment
+        time.sleep(0.5)
         proc.stdin.write(b"\x1d")
         proc.stdin.flush()
         out, err = proc.communicate(timeout=20)
@@ -246,7 +248,7 @@ def test_interactive_terminal_passes_keys_and_quits_on_ctrl_bracket(
     assert "board.phy = auto\r\nok\r\nnbdroot> " in text
     assert "booting with unsaved changes (they are lost at the next reboot)\r\nok\r\n" in text
     assert "Ctrl-] quits" in err.decode()
-    assert b.wait().board_phy == 6
+    assert booted.board_phy == 6
 
 
 def test_damaged_store_opens_the_prompt_and_is_repaired(
@@ -254,8 +256,8 @@ def test_damaged_store_opens_the_prompt_and_is_repaired(
     boot_dir = tmp_path / "boot"
     boot_dir.mkdir()
     (boot_dir / "nbdroot-config.a").write_bytes(b"NBDRCFG1" + b"\x5a" * 100)
+    driver = SerialDriver(serial_link.host)  # listening before the board speaks
     b = board(None)
-    driver = SerialDriver(serial_link.host)
     try:
         io = Expect(driver)
         said = io.expect(re.compile(rb"cannot boot: (.*)\r\n"), 10, "damage report").group(1)

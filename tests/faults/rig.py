@@ -102,6 +102,7 @@ class IOStats:
     mismatches: list[int] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
+    started: float = 0.0  # time.monotonic() at the start; error_log times count from here
     error_log: list[tuple[float, str, int]] = field(default_factory=list)  # (t, op, errno)
 
     def percentile(self, p: float) -> float:
@@ -117,20 +118,23 @@ class IOStats:
 
 def mixed_io(ks: KernelSide, model: Model, *, depth: int = 64, seconds: float | None = None,
              ops: int | None = None, write_share: float = 0.5, seed: int = 1,
-             blocks: range | None = None,
+             blocks: range | None = None, until: Callable[[], bool] | None = None,
              tick: Callable[[IOStats], None] | None = None) -> IOStats:
-    """Random 4 KiB reads/writes, ``depth`` in flight, for ``seconds`` or ``ops`` requests."""
+    """Random 4 KiB reads/writes, ``depth`` in flight, for ``seconds`` or ``ops`` requests
+    (or until ``until()`` is true)."""
     assert seconds is not None or ops is not None
     rng = random.Random(seed)
     span = blocks or range(model.blocks)
     stats = IOStats()
     busy: dict[int, tuple[int, str, bytes, float]] = {}  # cookie -> (block, op, payload, t0)
     busy_blocks: set[int] = set()
-    t_start = time.monotonic()
+    t_start = stats.started = time.monotonic()
     end = t_start + seconds if seconds is not None else float("inf")
     issued = 0
 
     def more() -> bool:
+        if until is not None and until():
+            return False
         return time.monotonic() < end and (ops is None or issued < ops)
 
     while busy or more():

@@ -96,28 +96,40 @@ def test_kill_9_and_restart_during_writes(kind: str, nbd_servers, psk_file: Path
     else:
         srv = nbd_servers.nbdkit("file", str(image), psk_file=psk_file)
     kills = 3
-    stop = threading.Event()
+    kills_done = threading.Event()
+    finished = threading.Event()
     done_kills: list[float] = []
+    killer_errors: list[BaseException] = []
 
     def killer() -> None:
-        for _ in range(kills):
-            if stop.wait(1.5):
-                return
-            srv.restart(down_for=0.5)  # SIGKILL, 0.5 s down, start on the same port
-            done_kills.append(time.monotonic())
-
-    with rig.relay_running(_connector(srv.uri()), POLICY) as run:
-        t = threading.Thread(target=killer, name="killer", daemon=True)
-        t.start()
         try:
-            stats = rig.mixed_io(run.kernel, model, depth=64, seconds=kills * 2.0 + 2.0,
-                                 write_share=0.7)
-        finally:
-            stop.set()
-            t.join(30.0)
-        assert rig.flush(run.kernel) == 0
-        data = rig.read_all(run.kernel, SIZE)
-        relay_stats = run.relay.stats
+            for _ in range(kills):
+                time.sleep(1.5)
+                srv.restart(down_for=0.5)  # SIGKILL, 0.5 s down, start on the same port
+                done_kills.append(time.monotonic())
+            time.sleep(1.0)  # traffic after the last restart too
+        except BaseException as exc:  # reported by the test
+            killer_errors.append(exc)
+        kills_done.set()
+        # nbdkit dies (SIGTERM) when the *thread* that started it exits (parent-death
+        # signal), so the thread that restarted it lives until the test is over.
+        finished.wait(120.0)
+
+    t = threading.Thread(target=killer, name="killer", daemon=True)
+    try:
+        with rig.relay_running(_connector(srv.uri()), POLICY) as run:
+            t.start()
+            stats = rig.mixed_io(run.kernel, model, depth=64, seconds=60.0, write_share=0.7,
+                                 until=kills_done.is_set)
+            assert not killer_errors, f"restarting the server failed: {killer_errors!r}"
+            assert rig.flush(run.kernel) == 0
+            data = rig.read_all(run.kernel, SIZE)
+            relay_stats = run.relay.stats
+    finally:
+        kills_done.wait(30.0)
+        srv.stop()  # stop it from here, before its starter thread goes
+        finished.set()
+        t.join(10.0)
     assert len(done_kills) == kills
     assert stats.error_count == 0, f"the kernel saw errors: {stats.errors} {stats.error_log[:5]}"
     assert stats.mismatches == []

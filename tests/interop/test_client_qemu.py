@@ -83,7 +83,7 @@ def test_block_status_matches_nbdinfo(nbd_servers, psk_file, tmp_path, fmt) -> N
 def test_allocation_depth_and_dirty_bitmap(nbd_servers, psk_file, tmp_path) -> None:
     img = image(tmp_path, "qcow2")
     servers.add_bitmap(img, "b0")
-    servers._qemu_io_write(img, "qcow2", 7 << 20, b"z" * 65536)  # dirties the bitmap
+    servers.qemu_io_write(img, "qcow2", 7 << 20, b"z" * 65536)  # dirties the bitmap
     srv = nbd_servers.qemu_nbd(img, fmt="qcow2", allocation_depth=True, bitmap="b0",
                                psk_file=psk_file)
     contexts = list_meta_contexts(srv.uri())
@@ -150,3 +150,35 @@ def test_out_of_range_read_fails_and_connection_survives(nbd_servers, tmp_path) 
         with pytest.raises(Exception, match="past"):
             c.pread(SIZE - 10, 20)  # refused locally, before sending
         assert len(c.pread(0, 10)) == 10
+
+
+def test_tls_x509_with_client_certificate(nbd_servers, tmp_path) -> None:
+    server_dir, client_dir = servers.make_x509(tmp_path / "pki")
+    srv = nbd_servers.qemu_nbd(image(tmp_path, "raw"), x509_dir=server_dir)
+    uri = f"nbds://127.0.0.1:{srv.port}/?tls-certificates={client_dir}"
+    with connect(uri) as c:
+        assert c.pread(*DATA1[:1], len(DATA1[1])) == DATA1[1]
+    other, _ = servers.make_x509(tmp_path / "other")  # a CA that did not sign the server
+    with pytest.raises(TransportError, match="not trusted"):
+        connect(f"nbds://127.0.0.1:{srv.port}/?tls-certificates={other}")
+
+
+@pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
+def test_tls_psk_versions_with_gnutls_server(nbd_servers, psk_file, tmp_path, version) -> None:
+    import ssl
+
+    from appliance.client import Connection, negotiate
+    from appliance.nbd import Negotiated
+    from appliance.nbd.uri import parse_uri
+    from appliance.transport.tls import choose_psk, psk_context, read_psk_file
+
+    srv = nbd_servers.qemu_nbd(image(tmp_path, "raw"), psk_file=psk_file)
+    uri = parse_uri(srv.uri())
+    ctx = psk_context(choose_psk(read_psk_file(str(psk_file)), "alice", str(psk_file)))
+    pinned = ssl.TLSVersion.TLSv1_2 if version == "TLSv1.2" else ssl.TLSVersion.TLSv1_3
+    ctx.minimum_version = ctx.maximum_version = pinned
+    n = negotiate(uri, context=ctx)
+    assert isinstance(n.sock, ssl.SSLSocket) and n.sock.version() == version
+    assert isinstance(n.event, Negotiated)
+    with Connection(n.sock, n.event.info, uri, n.trailing) as c:
+        assert c.pread(DATA2[0], 16) == b"\xaa" * 16

@@ -40,7 +40,9 @@ needs_nbd = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
 @needs_nbd
-def test_attach_read_write_restart_detach(nbd_servers, tmp_path: Path, psk_file: Path) -> None:
+@pytest.mark.parametrize("method", ["auto", "ioctl"])
+def test_attach_read_write_restart_detach(nbd_servers, tmp_path: Path, psk_file: Path,
+                                          method: str) -> None:
     size = 32 << 20
     image = tmp_path / "disk.img"
     image.write_bytes(os.urandom(size))
@@ -48,7 +50,8 @@ def test_attach_read_write_restart_detach(nbd_servers, tmp_path: Path, psk_file:
     from appliance.nbd.uri import parse_uri
 
     policy = ReconnectPolicy(initial=0.05, maximum=0.5)
-    att, relay = attach_and_serve(parse_uri(server.uri()), policy, AttachOptions())
+    att, relay = attach_and_serve(parse_uri(server.uri()), policy, AttachOptions(method=method))
+    assert method == "auto" or att.method == method
     thread = threading.Thread(target=relay.run, daemon=True)
     thread.start()
     try:
@@ -76,6 +79,8 @@ def test_attach_read_write_restart_detach(nbd_servers, tmp_path: Path, psk_file:
         detach(att.path)
         thread.join(30.0)
     assert not thread.is_alive()
+    if att.ioctl is not None:
+        assert att.ioctl.wait(30.0), "NBD_DO_IT did not return after the disconnect"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         st = devices.read_state(att.index)

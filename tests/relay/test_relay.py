@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from appliance.nbd import NBD_CMD_READ, NBD_CMD_WRITE
+from appliance.nbd import (
+    NBD_CMD_FLAG_FUA,
+    NBD_CMD_READ,
+    NBD_CMD_WRITE,
+    NBD_CMD_WRITE_ZEROES,
+)
 from appliance.relay import ReconnectPolicy
 from tests.relay.conftest import IMAGE_SIZE
 from tests.relay.kernelside import KernelSide
@@ -85,17 +90,20 @@ def restart_once(server, at: int, down_for: float = 0.3) -> Callable[[int], None
     return hook
 
 
-@pytest.fixture(params=["qemu-nbd", "nbdkit"])
+@pytest.fixture(params=["qemu-nbd", "nbdkit", "nbdkit-simple"])
 def server(request, nbd_servers, image: Path, psk_file: Path):
+    """qemu-nbd and nbdkit (structured replies), and nbdkit --no-sr (simple replies only)."""
     if request.param == "qemu-nbd":
         return nbd_servers.qemu_nbd(image, psk_file=psk_file)
-    return nbd_servers.nbdkit("file", str(image), psk_file=psk_file)
+    extra = ("--no-sr",) if request.param == "nbdkit-simple" else ()
+    return nbd_servers.nbdkit("file", str(image), psk_file=psk_file, extra=extra)
 
 
 def test_read_whole_export_matches_file(server, image: Path, relay_to) -> None:
     with relay_to(server.uri()) as run:
         data, errors = pipelined_read(run.kernel, IMAGE_SIZE)
-        assert run.relay.export.structured_replies  # the server side really is structured
+        structured = run.relay.export.structured_replies
+    assert structured == ("--no-sr" not in server.argv)
     assert errors == []
     assert data == image.read_bytes()
 
@@ -115,8 +123,15 @@ def test_writes_reach_the_file_and_read_back(server, image: Path, relay_to) -> N
     expected = bytearray(image.read_bytes())
     for o, d in unique:
         expected[o:o + len(d)] = d
+    fua = unique[::5]  # some with FUA, as the kernel sends REQ_FUA writes
     with relay_to(server.uri()) as run:
-        assert pipelined_write(run.kernel, unique) == []
+        assert pipelined_write(run.kernel, [w for w in unique if w not in fua]) == []
+        for off, data in fua:
+            run.kernel.write(off, data, flags=NBD_CMD_FLAG_FUA)
+        fua_errors = []
+        while run.kernel.requests:
+            fua_errors += [r.error for r in run.kernel.wait()]
+        assert fua_errors == [0] * len(fua)
         assert run.kernel.call(3).error == 0  # NBD_CMD_FLUSH
         data, errors = pipelined_read(run.kernel, IMAGE_SIZE)
     assert errors == []
@@ -148,6 +163,22 @@ def test_server_restart_mid_write_keeps_every_write(server, image: Path, relay_t
     assert errors == []
     assert stats.outages >= 1
     assert image.read_bytes() == b"".join(d for _, d in writes)
+
+
+def test_write_zeroes_passes_through(server, image: Path, relay_to) -> None:
+    with relay_to(server.uri()) as run:
+        assert run.kernel.call(NBD_CMD_WRITE_ZEROES, 1 << 20, 1 << 20).error == 0
+        r = run.kernel.call(NBD_CMD_READ, 1 << 20, 1 << 20)
+    assert r.error == 0 and r.data == bytes(1 << 20)
+    assert image.read_bytes()[1 << 20:2 << 20] == bytes(1 << 20)
+
+
+def test_server_errno_reaches_the_kernel_side(nbd_servers, psk_file: Path, relay_to) -> None:
+    srv = nbd_servers.nbdkit("memory", "8M", "error-pwrite=ENOSPC", "error-pwrite-rate=1",
+                             psk_file=psk_file, filters=("error",))
+    with relay_to(srv.uri()) as run:
+        assert run.kernel.call(NBD_CMD_WRITE, 0, data=b"y" * 4096).error == errno.ENOSPC
+        assert run.kernel.call(NBD_CMD_READ, 0, 4096).error == 0
 
 
 def test_error_filter_gives_eio_not_a_hang(nbd_servers, psk_file: Path, relay_to) -> None:
@@ -260,3 +291,26 @@ def test_network_cut_is_detected_and_survived(nbd_servers, image: Path, psk_file
     assert r.data == image.read_bytes()[65536:131072]
     assert 0.8 < waited < 10
     assert stats.outages == 1 and stats.replayed == 1
+
+
+def test_reconnect_needs_no_key_file(nbd_servers, image: Path, psk_file: Path, tmp_path: Path,
+                                     relay_to) -> None:
+    """After switch_root the initramfs holding the PSK file is gone: reconnects must work
+    from the key read at start.  (The server keeps its own copy: GnuTLS reads it at every
+    handshake.)"""
+    srv = nbd_servers.qemu_nbd(image, psk_file=psk_file)
+    ours = tmp_path / "initramfs" / "keys.psk"
+    ours.parent.mkdir()
+    ours.write_bytes(psk_file.read_bytes())
+    ours.chmod(0o600)
+    with relay_to(srv.uri(psk_file=ours)) as run:
+        assert run.kernel.call(NBD_CMD_READ, 0, 4096).error == 0
+        ours.unlink()
+        srv.kill()
+        cookie = run.kernel.read(8192, 4096)
+        srv.start()
+        replies = run.kernel.wait()
+        stats = run.relay.stats
+    assert [(r.cookie, r.error) for r in replies] == [(cookie, 0)]
+    assert replies[0].data == image.read_bytes()[8192:12288]
+    assert stats.outages == 1

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ from appliance.transport import ConnectPolicy, client_context, open_socket, star
 log = logging.getLogger(__name__)
 
 NEGOTIATION_RECV = 65536
+DEFAULT_TIMEOUT = 10.0  # for a socket without a timeout
+BUDGET_FACTOR = 3.0  # whole negotiation / whole wait for a reply, in socket timeouts
 
 
 @dataclass
@@ -62,23 +65,39 @@ def lost(uri: NBDURI, exc: OSError | None, when: str) -> TransportError:
 
 def negotiate(uri: NBDURI, *, mode: Mode = Mode.GO, meta_contexts: Sequence[str] = (),
               policy: ConnectPolicy | None = None, structured_replies: bool = True,
-              extended_headers: bool = True) -> Negotiation:
-    """Connect to ``uri`` and negotiate in ``mode``; raise a one-line NBDError on failure."""
-    ctx = client_context(uri) if uri.tls else None  # bad key files fail before connecting
+              extended_headers: bool = True, context: ssl.SSLContext | None = None,
+              ) -> Negotiation:
+    """Connect to ``uri`` and negotiate in ``mode``; raise a one-line NBDError on failure.
+
+    ``context`` is the TLS context for ``nbds://`` (made from the URI when None); a caller
+    that must reconnect after the key file is gone (the relay) makes it once and passes it.
+    """
+    ctx = context if context is not None or not uri.tls else client_context(uri)
     neg = ClientNegotiation(uri.export, tls=uri.tls, mode=mode, meta_contexts=meta_contexts,
                             structured_replies=structured_replies,
                             extended_headers=extended_headers)
     sock = open_socket(uri, policy)
     try:
-        sock, event = _run(neg, sock, ctx, uri)
+        sock, event = drive(neg, sock, ctx, uri)
     except BaseException:
         sock.close()
         raise
     return Negotiation(sock, event, neg.trailing_data if mode == Mode.GO else b"")
 
 
-def _run(neg: ClientNegotiation, sock: socket.socket, ctx: ssl.SSLContext | None,
-         uri: NBDURI) -> tuple[socket.socket, ClientNegotiationEvent]:
+def drive(neg: ClientNegotiation, sock: socket.socket, ctx: ssl.SSLContext | None,
+          uri: NBDURI, *, budget: float | None = None,
+          ) -> tuple[socket.socket, ClientNegotiationEvent]:
+    """Run ``neg`` over the connected ``sock`` to its final event (TLS with ``ctx`` when the
+    core asks); return the socket (now maybe an SSLSocket) and that event.  The caller
+    closes ``sock`` on error.
+
+    The whole negotiation must finish within ``budget`` seconds (default: three times the
+    socket's timeout), so a server trickling valid bytes cannot hold us forever.
+    """
+    timeout = sock.gettimeout() or DEFAULT_TIMEOUT
+    budget = budget if budget is not None else BUDGET_FACTOR * timeout
+    deadline = time.monotonic() + budget
     try:
         while True:
             event = neg.next_event()
@@ -86,6 +105,11 @@ def _run(neg: ClientNegotiation, sock: socket.socket, ctx: ssl.SSLContext | None
             if out:
                 sock.sendall(out)
             if event is NEED_DATA:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TransportError(f"{uri.address}: negotiation took longer than "
+                                         f"{budget:g}s (server too slow or stalled) ({uri})")
+                sock.settimeout(min(timeout, left))
                 neg.receive_data(sock.recv(NEGOTIATION_RECV))
                 continue
             if isinstance(event, StartTLS):
@@ -96,6 +120,7 @@ def _run(neg: ClientNegotiation, sock: socket.socket, ctx: ssl.SSLContext | None
                 continue
             if isinstance(event, ConnectionClosed):
                 raise lost(uri, None, "during negotiation")
+            sock.settimeout(timeout)
             final = neg.data_to_send()  # NBD_OPT_ABORT after info/list modes
             if final:
                 with contextlib.suppress(OSError):
