@@ -49,19 +49,37 @@ class DemoOptions:
     machine: str = "sabrelite"
 
 
-def config_archive(dest: Path, uri: str, key: bytes, countdown: int, epoch: int) -> Path:
-    """An initramfs archive holding the board's config store at /etc/nbdroot."""
+def guest_uri(port: int) -> str:
+    """The root's URI as the guest sees the host's loopback server."""
+    return f"nbds://{IDENTITY}@{GUEST_HOST}:{port}/{EXPORT}"
+
+
+def settings_for(uri: str, key: bytes, countdown: int) -> dict[str, str]:
+    """The board settings of a TLS-PSK root at ``uri``."""
+    return {"nbd.uri": uri, "psk.identity": IDENTITY, "psk.key": key.hex(),
+            "console.countdown": str(countdown)}
+
+
+def config_archive(dest: Path, settings: dict[str, str], epoch: int) -> Path:
+    """An initramfs archive holding a config store with ``settings`` at /etc/nbdroot."""
     from appliance.config import Config, open_store
     from image import cpio
 
     with tempfile.TemporaryDirectory() as tmp:
         store_dir = Path(tmp) / "etc" / "nbdroot"
         store_dir.mkdir(parents=True, mode=0o700)
-        config = (Config().set("nbd.uri", uri).set("psk.identity", IDENTITY)
-                  .set("psk.key", key.hex()).set("console.countdown", str(countdown)))
+        config = Config()
+        for k, v in settings.items():
+            config = config.set(k, v)
         open_store(store_dir).save(config)
         cpio.write_gz(Path(tmp), dest, mtime=epoch)
     return dest
+
+
+def board_initrd(out: Path, work: Path, settings: dict[str, str], epoch: int = 0) -> Path:
+    """The built initramfs followed by a config archive: what the board boots with."""
+    config = config_archive(work / "config.cpio.gz", settings, epoch)
+    return concatenate([out / "initramfs.cpio.gz", config], work / "initrd.gz")
 
 
 def concatenate(parts: list[Path], dest: Path) -> Path:
@@ -109,27 +127,25 @@ def run(opts: DemoOptions, report: Reporter) -> int:
     root = overlay(opts.out / "rootfs.ext4", work / "root.qcow2")
     epoch = int(str(info.get("epoch", 0)) or 0)
     with serve_root(root, work, report) as (port, key):
-        uri = f"nbds://{IDENTITY}@{GUEST_HOST}:{port}/{EXPORT}"
-        initrd = concatenate([opts.out / "initramfs.cpio.gz",
-                              config_archive(work / "config.cpio.gz", uri, key,
-                                             opts.countdown, epoch)],
-                             work / "initrd.gz")
+        uri = guest_uri(port)
+        initrd = board_initrd(opts.out, work, settings_for(uri, key, opts.countdown), epoch)
         report(f"booting -M {opts.machine}; the board's config: nbd.uri={uri}")
         if opts.check:
             return _check(opts, initrd, work, report)
         return _interactive(opts, initrd)
 
 
-def _argv(opts: DemoOptions, initrd: Path) -> list[str]:
+def boot_argv(out: Path, initrd: Path, machine: str = "sabrelite") -> list[str]:
+    """qemu-system-arm booting ``initrd`` with the agent as PID 1."""
     from image.qemu import MACHINES, qemu_argv
 
-    return qemu_argv(MACHINES[opts.machine], opts.out, append="appliance.init=boot",
+    return qemu_argv(MACHINES[machine], out, append="appliance.init=boot",
                      initrd=str(initrd.resolve()))
 
 
 def _interactive(opts: DemoOptions, initrd: Path) -> int:
     """QEMU in the foreground on this terminal (Ctrl-A X quits)."""
-    argv = _argv(opts, initrd)
+    argv = boot_argv(opts.out, initrd, opts.machine)
     argv[argv.index("stdio")] = "mon:stdio"
     with contextlib.suppress(ValueError):
         i = argv.index("-monitor")
@@ -147,7 +163,7 @@ def _check(opts: DemoOptions, initrd: Path, work: Path, report: Reporter) -> int
     """Boot headless; succeed when the root reports NBD + relay, fail naming the step."""
     from image.qemu import ConsoleTimeout, QemuBoard
 
-    board = QemuBoard(_argv(opts, initrd), work / "console.log")
+    board = QemuBoard(boot_argv(opts.out, initrd, opts.machine), work / "console.log")
     board.start()
     try:
         pattern = b"|".join(p.pattern for p in (ROOT_OK, FAILED_STEP))

@@ -1,0 +1,156 @@
+"""The agent boots the emulated SABRE Lite from a TLS-PSK NBD root, and keeps it.
+
+Real QEMU (-M sabrelite), real qemu-nbd with TLS-PSK on 127.0.0.1 (the guest reaches it
+as 10.0.2.2), the real initramfs with the agent as PID 1.  Console *input* is unreliable
+on QEMU 7.2's i.MX UART, so what the booted system must do is put into the root image
+beforehand as /etc/rc.local (the root's rcS runs it), written with debugfs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.demo import EXPORT, IDENTITY, ROOT_OK, board_initrd, boot_argv, guest_uri
+from appliance.servers import NBDServer, make_psk, start_qemu_nbd
+from image.qemu import QemuBoard
+from tests.figures import figure
+
+pytestmark = [pytest.mark.slow, pytest.mark.system]
+
+BOOT_TIMEOUT = 420.0
+
+WRITER = """#!/bin/sh
+# Written by tests/system/test_agent_boot.py: write while the server restarts, verify, power off.
+echo "rc.local: WRITING"
+dd if=/dev/urandom of=/root/blob bs=64k count=256 conv=fsync 2>/dev/null \
+    || echo "rc.local: DD FAILED"
+md5sum /root/blob > /root/blob.md5
+sync
+echo 3 > /proc/sys/vm/drop_caches
+md5sum -c /root/blob.md5 >/dev/null && echo "rc.local: VERIFIED" || echo "rc.local: MISMATCH"
+echo "rc.local: IOERRORS=$(dmesg | grep -ci 'i/o error')"
+/bin/busybox poweroff
+"""
+
+
+def debugfs(image: Path, request: str, *, write: bool = False) -> str:
+    """One debugfs request on an ext4 image (``write``: open it read-write)."""
+    argv = ["debugfs", *(["-w"] if write else []), "-R", request, str(image)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def raw_root(image_dir: Path, tmp: Path, rc_local: str | None = None) -> Path:
+    """A sparse raw copy of the built root (raw: a SIGKILLed qemu-nbd loses nothing)."""
+    root = tmp / "root.raw"
+    subprocess.run(["cp", "--sparse=always", str(image_dir / "rootfs.ext4"), str(root)],
+                   check=True, timeout=120)
+    if rc_local is not None:
+        script = tmp / "rc.local"
+        script.write_text(rc_local)
+        debugfs(root, f"write {script} /etc/rc.local", write=True)
+        debugfs(root, "sif /etc/rc.local mode 0100755", write=True)
+    return root
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[list[NBDServer]]:
+    started: list[NBDServer] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def start_root_server(root: Path, tmp: Path, key: bytes, fmt: str = "raw") -> NBDServer:
+    psk = make_psk(tmp / "tls", IDENTITY, key)
+    return start_qemu_nbd(root, tmp / "qemu-nbd", fmt=fmt, export=EXPORT, psk_file=psk)
+
+
+def boot(image_dir: Path, tmp: Path, settings: dict[str, str]) -> QemuBoard:
+    initrd = board_initrd(image_dir, tmp, {"console.countdown": "1", **settings})
+    board = QemuBoard(boot_argv(image_dir, initrd), tmp / "console.log")
+    board.start()
+    return board
+
+
+def psk_settings(port: int, key: bytes) -> dict[str, str]:
+    return {"nbd.uri": guest_uri(port), "psk.identity": IDENTITY, "psk.key": key.hex()}
+
+
+def test_root_over_tls_psk_survives_a_server_kill_and_keeps_the_data(
+        image_dir: Path, tmp_path: Path, serve: list[NBDServer]) -> None:
+    root = raw_root(image_dir, tmp_path, WRITER)
+    key = secrets.token_bytes(32)
+    server = start_root_server(root, tmp_path, key)
+    serve.append(server)
+    assert server.port is not None
+    board = boot(image_dir, tmp_path, psk_settings(server.port, key))
+    try:
+        ok = board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
+        booted = time.monotonic() - board.started
+        assert ok.group(1) == b"/dev/nbd0"
+        board.expect(r"rc\.local: WRITING", 120)
+        time.sleep(2.0)
+        server.restart(down_for=3.0, hard=True)  # SIGKILL mid-write, back on the same port
+        result = board.expect(r"rc\.local: (VERIFIED|MISMATCH)", 600)
+        assert result.group(1) == b"VERIFIED", board.tail()
+        errors = board.expect(r"rc\.local: IOERRORS=(\d+)", 60)
+        assert errors.group(1) == b"0", board.tail()
+        board.expect(r"reboot: Power down|System halted", 180)
+    finally:
+        board.stop()
+        server.stop()
+    figure(f"boot to NBD root (QEMU start to status line, TLS-PSK, sabrelite): {booted:.1f} s")
+    # What the guest wrote is on the server's image, and the filesystem was left clean.
+    listing = debugfs(root, "cat /root/blob.md5")
+    dumped = tmp_path / "blob"
+    debugfs(root, f"dump /root/blob {dumped}")
+    assert hashlib.md5(dumped.read_bytes()).hexdigest() in listing
+    header = subprocess.run(["dumpe2fs", "-h", str(root)], capture_output=True, text=True,
+                            timeout=60).stdout
+    assert re.search(r"Filesystem state:\s+clean", header), header
+
+
+def test_boot_waits_for_the_server_and_names_a_wrong_psk(
+        image_dir: Path, tmp_path: Path, serve: list[NBDServer]) -> None:
+    root = raw_root(image_dir, tmp_path)
+    board_key, wrong_key = secrets.token_bytes(32), secrets.token_bytes(32)
+    server = start_root_server(root, tmp_path, wrong_key)
+    serve.append(server)
+    assert server.port is not None
+    server.stop()  # the port is known; nothing listens yet
+    board = boot(image_dir, tmp_path, psk_settings(server.port, board_key))
+    try:
+        board.expect(r"nbdroot: [^\r\n]*refused[^\r\n]*; retrying", BOOT_TIMEOUT)
+        server.start()
+        board.expect(r"nbdroot: [^\r\n]*wrong PSK or identity\?[^\r\n]*; retrying", 120)
+        assert server.psk_file is not None
+        make_psk(server.psk_file.parent, IDENTITY, board_key)
+        server.restart(hard=False)
+        ok = board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
+        assert ok.group(1) == b"/dev/nbd0"
+    finally:
+        board.stop()
+    assert board_key.hex() not in board.output  # the key is never shown on the console
+
+
+def test_an_absent_phy_address_stops_the_boot_with_a_clear_error(
+        image_dir: Path, tmp_path: Path) -> None:
+    board = boot(image_dir, tmp_path, {"nbd.uri": "nbds://demo@10.0.2.2:1/root",
+                                       "psk.identity": IDENTITY,
+                                       "psk.key": secrets.token_hex(32), "board.phy": "4"})
+    try:
+        m = board.expect(r"nbdroot: boot failed: ([^\r\n]+)", BOOT_TIMEOUT)
+        board.expect(r"rescue shell", 30)
+    finally:
+        board.stop()
+    assert b"PHY configured at MDIO address 4 but found" in m.group(1)
+    assert b" 6 " in m.group(1) or b"at 6" in m.group(1), m.group(1)
+
