@@ -8,6 +8,7 @@ hashes the package list, the suite, the builder's own sources and the agent's so
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ MANIFEST = "manifest.json"
 KERNEL = "vmlinuz"
 INITRAMFS = "initramfs.cpio.gz"
 INITRAMFS_TARGET = 40 * 1024 * 1024
+LOCK_TIMEOUT = 40 * 60.0
 
 Reporter = Callable[[str], None]
 
@@ -95,15 +97,22 @@ def _up_to_date(opts: Options, key: str) -> bool:
     return all((opts.out / name).exists() for name in names)
 
 
+def _replace(src: Path, dest: Path) -> None:
+    """Copy by rename, so a QEMU starting meanwhile reads the old or the new file whole."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dest)
+
+
 def _copy_kernel(tree: Path, out: Path, image_spec: spec.ImageSpec) -> str:
     version = kmods.kernel_version(tree)
-    shutil.copyfile(tree / "boot" / f"vmlinuz-{version}", out / KERNEL)
+    _replace(tree / "boot" / f"vmlinuz-{version}", out / KERNEL)
     dtb_dir = tree / "usr/lib" / f"linux-image-{version}"
     for dtb in image_spec.dtbs:
         if not (dtb_dir / dtb).exists():
             raise ImageError(f"{dtb} is not shipped by linux-image-{version} "
                              "(check [dtbs] in image/packages.txt)")
-        shutil.copyfile(dtb_dir / dtb, out / dtb)
+        _replace(dtb_dir / dtb, out / dtb)
     return version
 
 
@@ -116,14 +125,51 @@ def _write_manifest(out: Path, info: dict[str, object], names: list[str]) -> Non
     (out / MANIFEST).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
+@contextmanager
+def _build_lock(cache: Path, report: Reporter) -> Iterator[None]:
+    """One build at a time per machine: they share the download cache (and maybe DIR)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with (cache.parent / "build.lock").open("w") as lock:
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    report("waiting for another image build to finish ...")
+                    waiting = True
+                if time.monotonic() > deadline:
+                    raise ImageError(f"another image build held {lock.name} for "
+                                     f"{LOCK_TIMEOUT:.0f} s; is one stuck?") from None
+                time.sleep(1.0)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def build(opts: Options, report: Reporter) -> dict[str, object]:
     """Build every artefact into ``opts.out``; return the manifest (sizes, times)."""
-    image_spec = spec.load()
+    opts.out = opts.out.absolute()
     key = cache_key(opts)
     if _up_to_date(opts, key):
-        report(f"up to date in {opts.out} (cache key {key[:12]})")
-        info: dict[str, object] = json.loads((opts.out / MANIFEST).read_text())
-        return info
+        return _cached(opts, key, report)
+    with _build_lock(opts.cache, report):
+        if _up_to_date(opts, key):  # built by the build we waited for
+            return _cached(opts, key, report)
+        return _build(opts, key, report)
+
+
+def _cached(opts: Options, key: str, report: Reporter) -> dict[str, object]:
+    report(f"up to date in {opts.out} (cache key {key[:12]})")
+    info: dict[str, object] = json.loads((opts.out / MANIFEST).read_text())
+    return info
+
+
+def _build(opts: Options, key: str, report: Reporter) -> dict[str, object]:
+    image_spec = spec.load()
     opts.out.mkdir(parents=True, exist_ok=True)
     (opts.out / KEY_FILE).unlink(missing_ok=True)
     work = opts.out / ".work"

@@ -13,6 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
+from appliance.config.store import fsync_dir
 from appliance.config.validate import (
     PSK_MAX_BYTES,
     PSK_MIN_BYTES,
@@ -20,6 +21,7 @@ from appliance.config.validate import (
     parse_identity,
 )
 from appliance.errors import ConfigError
+from appliance.transport.tls import psk_lines
 
 DEFAULT_KEY_BYTES = 32
 
@@ -44,11 +46,8 @@ def format_psk_line(identity: str, key: bytes) -> str:
 
 def parse_psk_file(text: str, identity: str | None = None) -> tuple[str, bytes]:
     """The (identity, key) of the first line (or the line for *identity*) of a psk file."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, sep, hexkey = line.strip().partition(":")
-        if not sep:
+    for number, name, hexkey in psk_lines(text):
+        if hexkey is None:
             raise ConfigError(f"psk file line {number}: expected identity:hexkey")
         if identity is not None and name != identity:
             continue
@@ -88,7 +87,7 @@ def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> N
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -97,11 +96,3 @@ def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> N
 def write_psk_file(path: Path, identity: str, key: bytes, *, overwrite: bool = False) -> None:
     """Write a one-line psk file ``identity:hexkey`` with mode 0600."""
     write_private_file(path, format_psk_line(identity, key).encode("ascii"), overwrite=overwrite)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -111,7 +111,7 @@ class DirectoryMedium:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def _pwrite(self, fd: int, data: bytes, offset: int) -> None:
         """Write all of *data* at *offset* (the one place bytes reach the medium)."""
@@ -357,7 +357,8 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in directory *path* durable (fsync the directory itself)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -96,13 +96,22 @@ def format_auto(value: object) -> str:
     return AUTO if value is None else str(value)
 
 
-def parse_deadline(text: str) -> float | None:
-    """Seconds (> 0) to keep reconnecting, or ``forever`` (None)."""
-    if text.lower() == FOREVER:
+_FOREVER_WORDS = (FOREVER, "inf", "infinite", "never")
+
+
+def parse_deadline(text: str, *, allow_zero: bool = False) -> float | None:
+    """Seconds to keep reconnecting (> 0; >= 0 with *allow_zero*), or ``forever`` (None).
+
+    The one reconnect-deadline parser: the settings table uses it as is, the relay's
+    ``--reconnect-deadline`` through :func:`appliance.relay.policy.parse_deadline`
+    (where 0, "fail at once", is allowed).
+    """
+    if text.strip().lower() in _FOREVER_WORDS:
         return None
-    value = _number(text, "reconnect deadline must be seconds > 0 or forever")
-    if value <= 0:
-        raise ValueError("reconnect deadline must be seconds > 0 or forever")
+    message = f"reconnect deadline must be seconds {'>=' if allow_zero else '>'} 0 or forever"
+    value = _number(text, message)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(message)
     return value
 
 

@@ -10,22 +10,19 @@ accident; hostile test servers write raw bytes with :mod:`appliance.nbd.proto`.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Final
 
-from appliance.errors import ApplianceError, LocalProtocolError, ProtocolError
+from appliance.errors import LocalProtocolError, ProtocolError
 from appliance.nbd import proto
-from appliance.nbd.buffer import ReceiveBuffer
 from appliance.nbd.events import (
-    NEED_DATA,
     ConnectionClosed,
     Extent,
-    NeedData,
     Request,
     ServerTransmissionEvent,
 )
+from appliance.nbd.receiver import EventReceiver
 
 DEFAULT_MAX_PAYLOAD: Final = 32 * 1024 * 1024
 
@@ -37,7 +34,7 @@ _DONE: Final = proto.NBD_REPLY_FLAG_DONE
 _PAYLOAD_LEN: Final = int(proto.NBD_CMD_FLAG_PAYLOAD_LEN)
 
 
-class ServerTransmission:
+class ServerTransmission(EventReceiver[ServerTransmissionEvent]):
     """Parse requests and build replies for one connection in transmission.
 
     ``structured_replies`` / ``extended_headers``: what negotiation agreed (extended
@@ -47,17 +44,13 @@ class ServerTransmission:
 
     def __init__(self, *, structured_replies: bool = False, extended_headers: bool = False,
                  max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        super().__init__()
         self._extended = extended_headers
         self._structured = structured_replies or extended_headers
         self._max_payload = max_payload
-        self._in = ReceiveBuffer()
         self._out: list[bytes] = []
-        self._events: deque[ServerTransmissionEvent] = deque()
         self._pending: dict[int, Request] = {}
-        self._eof = False
         self._disconnecting = False  # NBD_CMD_DISC received
-        self._closed = False
-        self._error = False
 
     # ----------------------------------------------------------------- receiving
 
@@ -66,50 +59,21 @@ class ServerTransmission:
         """Requests received and not yet completely answered, by cookie."""
         return MappingProxyType(self._pending)
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes received from the client; ``b""`` means the client closed."""
-        self._check_usable()
-        if self._eof:
-            self._error = True
-            raise LocalProtocolError("receive_data() after EOF")
-        if not data:
-            self._eof = True
-        else:
-            self._in.feed(data)
-
-    def next_event(self) -> ServerTransmissionEvent | NeedData:
-        """The next Request or ConnectionClosed, or NEED_DATA."""
-        self._check_usable()
-        if not self._events:
-            if self._closed:
-                self._error = True
-                raise LocalProtocolError("the connection is closed")
-            try:
-                self._parse_one()
-            except ApplianceError:
-                self._error = True
-                raise
-        if self._events:
-            return self._events.popleft()
-        return NEED_DATA
-
-    def _check_usable(self) -> None:
-        if self._error:
-            raise LocalProtocolError("the connection failed earlier")
-
-    def _need_data(self) -> None:
+    def _need_data(self) -> bool:
         if not self._eof:
-            return
+            return False
         if len(self._in):
             raise ProtocolError("the client closed the connection in the middle of a request")
         self._closed = True
         self._events.append(ConnectionClosed())
+        return True
 
-    def _parse_one(self) -> None:
+    def _parse_one(self) -> bool:
+        if self._waiting():
+            return self._need_data()
         magic_fields = self._in.unpack(proto.MAGIC32)
         if magic_fields is None:
-            self._need_data()
-            return
+            return self._need_data()
         if self._disconnecting:
             raise ProtocolError("the client sent data after NBD_CMD_DISC")
         magic = magic_fields[0]
@@ -120,8 +84,7 @@ class ServerTransmission:
         layout = proto.EXTENDED_REQUEST if self._extended else proto.REQUEST
         fields = self._in.unpack(layout)
         if fields is None:
-            self._need_data()
-            return
+            return self._need_data()
         _, flags, command, cookie, offset, length = fields
         payload = 0
         if command == _WRITE:
@@ -133,8 +96,8 @@ class ServerTransmission:
             raise ProtocolError(f"{proto.cmd_name(command)} with NBD_CMD_FLAG_PAYLOAD_LEN "
                                 f"is not supported")
         if not self._in.has(layout.size + payload):
-            self._need_data()
-            return
+            self._wanted = layout.size + payload
+            return self._need_data()
         if cookie in self._pending:
             raise ProtocolError(f"the client reused cookie {cookie} while it is in flight")
         self._in.skip(layout.size)
@@ -145,6 +108,7 @@ class ServerTransmission:
         else:
             self._pending[cookie] = request
         self._events.append(request)
+        return True
 
     # ----------------------------------------------------------------- replies
 

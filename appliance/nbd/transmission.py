@@ -14,30 +14,26 @@ from its header, before it is buffered.
 
 from __future__ import annotations
 
-import dataclasses
-from collections import deque
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from appliance.errors import ApplianceError, LocalProtocolError, ProtocolError
+from appliance.errors import LocalProtocolError, ProtocolError
 from appliance.nbd import proto
-from appliance.nbd.buffer import ReceiveBuffer
 from appliance.nbd.events import (
-    NEED_DATA,
     BlockStatus,
     ClientTransmissionEvent,
     ConnectionClosed,
     ErrorChunk,
     ExportInfo,
     Extent,
-    NeedData,
     ReadData,
     ReadHole,
     ReplyDone,
     Request,
 )
 from appliance.nbd.ranges import Ranges
+from appliance.nbd.receiver import EventReceiver
 
 MAX_BLOCK_STATUS_PAYLOAD: Final = 4 * 1024 * 1024  # qemu sends at most 1 MiB of extents
 MAX_SMALL_CHUNK: Final = 64 * 1024  # error chunks: 4096-byte message + fields
@@ -79,6 +75,7 @@ _RANGED: Final = frozenset({_READ, _WRITE, _TRIM, _CACHE, _WRITE_ZEROES, _BLOCK_
 _WRITING: Final = frozenset({_WRITE, _TRIM, _WRITE_ZEROES})
 # NBD_REPLY_TYPE_ERROR_OFFSET is valid for these (proto.md).
 _ERROR_OFFSET_OK: Final = frozenset({_READ, _WRITE, _TRIM, _CACHE, _WRITE_ZEROES, _BLOCK_STATUS})
+_name: Final = proto.cmd_name  # for error messages only: never on the success path
 
 
 class _Pending:
@@ -121,7 +118,7 @@ class _Pending:
         return f"{proto.cmd_name(self.command)} (cookie {self.cookie})"
 
 
-class ClientTransmission:
+class ClientTransmission(EventReceiver[ClientTransmissionEvent]):
     """Send requests and parse replies on one negotiated connection.
 
     ``info`` is the ExportInfo from ``Negotiated``; it fixes the reply format
@@ -130,7 +127,10 @@ class ClientTransmission:
     request instead of one per chunk (holes are zero-filled).
     """
 
+    _failed_message = "the connection failed earlier; open a new one"
+
     def __init__(self, info: ExportInfo, *, assemble_reads: bool = False) -> None:
+        super().__init__()
         self.info = info
         self._structured = info.structured_replies or info.extended_headers
         self._extended = info.extended_headers
@@ -138,16 +138,11 @@ class ClientTransmission:
         self._context_names = {cid: name for name, cid in info.meta_contexts.items()}
         self._max_length = (1 << 64) - 1 if self._extended else 0xFFFFFFFF
         self._max_payload = min(info.max_block_size, self._max_length)
-        self._in = ReceiveBuffer()
         self._out: list[bytes | bytearray | memoryview] = []
-        self._events: deque[ClientTransmissionEvent] = deque()
         self._pending: dict[int, _Pending] = {}
         self._requests: dict[int, Request] = {}
         self._next_cookie = 1
-        self._eof = False
         self._disconnected = False  # NBD_CMD_DISC sent
-        self._closed = False
-        self._error = False
 
     # ----------------------------------------------------------------- public API
 
@@ -174,18 +169,18 @@ class ClientTransmission:
         """
         self._check_usable()
         try:
-            self._validate(request)
+            length = self._validate(request)
         except LocalProtocolError:
             self._error = True
             raise
         cookie = request.cookie
         if cookie is None:
             cookie = self._assign_cookie()
-            request = dataclasses.replace(request, cookie=cookie)
         data = request.data
-        length = len(data) if request.command == _WRITE and data is not None else request.length
-        if request.command == _WRITE and request.length != length:
-            request = dataclasses.replace(request, length=length)
+        if cookie != request.cookie or length != request.length:
+            # a plain constructor call: dataclasses.replace() costs several times more
+            request = Request(request.command, request.offset, length, request.flags, cookie,
+                              data)
         if self._extended:
             header = proto.EXTENDED_REQUEST.pack(
                 proto.NBD_EXTENDED_REQUEST_MAGIC, request.flags, request.command, cookie,
@@ -211,39 +206,7 @@ class ClientTransmission:
         self._out.clear()
         return out if isinstance(out, bytes) else bytes(out)
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes received from the server; ``b""`` means the server closed."""
-        self._check_usable()
-        if self._eof:
-            self._error = True
-            raise LocalProtocolError("receive_data() after EOF")
-        if not data:
-            self._eof = True
-        else:
-            self._in.feed(data)
-
-    def next_event(self) -> ClientTransmissionEvent | NeedData:
-        """The next event, or NEED_DATA when more bytes must be received."""
-        self._check_usable()
-        if not self._events:
-            if self._closed:
-                self._error = True
-                raise LocalProtocolError("the connection is closed")
-            try:
-                while not self._events and self._parse_one():
-                    pass
-            except ApplianceError:
-                self._error = True
-                raise
-        if self._events:
-            return self._events.popleft()
-        return NEED_DATA
-
     # ----------------------------------------------------------------- sending
-
-    def _check_usable(self) -> None:
-        if self._error:
-            raise LocalProtocolError("the connection failed earlier; open a new one")
 
     def _assign_cookie(self) -> int:
         cookie = self._next_cookie
@@ -252,14 +215,17 @@ class ClientTransmission:
         self._next_cookie = cookie + 1 if cookie < MAX_COOKIE else 1
         return cookie
 
-    def _validate(self, req: Request) -> None:
+    def _validate(self, req: Request) -> int:
+        """Raise LocalProtocolError if ``req`` is invalid; return its wire length.
+
+        The success path builds no strings: command names only when raising.
+        """
         info = self.info
         cmd, flags, offset = req.command, req.flags, req.offset
-        name = proto.cmd_name(cmd)
         if self._disconnected:
             raise LocalProtocolError("no request may follow NBD_CMD_DISC")
         if cmd not in _ALLOWED_FLAGS:
-            raise LocalProtocolError(f"unsupported command {name}")
+            raise LocalProtocolError(f"unsupported command {_name(cmd)}")
         if req.cookie is not None:
             if not 0 <= req.cookie <= MAX_COOKIE:
                 raise LocalProtocolError(f"cookie {req.cookie} is not a 64-bit unsigned value")
@@ -267,7 +233,7 @@ class ClientTransmission:
                 raise LocalProtocolError(f"cookie {req.cookie} is already in flight")
         bad = flags & ~_ALLOWED_FLAGS[cmd]
         if bad or flags < 0:
-            raise LocalProtocolError(f"command flags {bad:#x} are not valid for {name}")
+            raise LocalProtocolError(f"command flags {bad:#x} are not valid for {_name(cmd)}")
         if flags:
             self._validate_flags(flags)
         length = req.length
@@ -279,29 +245,31 @@ class ClientTransmission:
                                          f"{len(req.data)} bytes of data")
             length = len(req.data)
         elif req.data is not None:
-            raise LocalProtocolError(f"{name} carries no data")
+            raise LocalProtocolError(f"{_name(cmd)} carries no data")
         if cmd != _READ:
-            self._validate_command(cmd, name)
+            self._validate_command(cmd)
         if cmd in (_DISC, _FLUSH):
             if offset or length:
-                raise LocalProtocolError(f"{name} must have offset and length 0")
-            return
+                raise LocalProtocolError(f"{_name(cmd)} must have offset and length 0")
+            return length
         if offset < 0 or length <= 0:
-            raise LocalProtocolError(f"{name} needs offset >= 0 and length > 0")
+            raise LocalProtocolError(f"{_name(cmd)} needs offset >= 0 and length > 0")
         if length > self._max_length:
-            raise LocalProtocolError(f"{name} length {length} does not fit the request header")
+            raise LocalProtocolError(f"{_name(cmd)} length {length} does not fit the "
+                                     f"request header")
         if offset + length > info.size:
-            raise LocalProtocolError(f"{name} of {length} bytes at offset {offset} goes past "
+            raise LocalProtocolError(f"{_name(cmd)} of {length} bytes at offset {offset} goes past "
                                      f"the end of the export ({info.size} bytes)")
         minimum = info.min_block_size
         if offset % minimum or length % minimum:
-            raise LocalProtocolError(f"{name} offset {offset} and length {length} must be "
+            raise LocalProtocolError(f"{_name(cmd)} offset {offset} and length {length} must be "
                                      f"multiples of the minimum block size {minimum}")
         limited = cmd in (_READ, _WRITE, _CACHE) or (
             cmd == _WRITE_ZEROES and not flags & _FAST_ZERO)
         if limited and length > self._max_payload:
-            raise LocalProtocolError(f"{name} length {length} exceeds the maximum block size "
+            raise LocalProtocolError(f"{_name(cmd)} length {length} exceeds the maximum block size "
                                      f"{self._max_payload}")
+        return length
 
     def _validate_flags(self, flags: int) -> None:
         info = self.info
@@ -312,10 +280,10 @@ class ClientTransmission:
         if flags & _FAST_ZERO and not info.can_fast_zero:
             raise LocalProtocolError("the export does not support NBD_CMD_FLAG_FAST_ZERO")
 
-    def _validate_command(self, cmd: int, name: str) -> None:
+    def _validate_command(self, cmd: int) -> None:
         info = self.info
         if cmd in _WRITING and info.read_only:
-            raise LocalProtocolError(f"the export is read-only; {name} is not allowed")
+            raise LocalProtocolError(f"the export is read-only; {_name(cmd)} is not allowed")
         if cmd == _FLUSH and not info.can_flush:
             raise LocalProtocolError("the export does not support NBD_CMD_FLUSH")
         if cmd == _TRIM and not info.can_trim:
@@ -348,7 +316,14 @@ class ClientTransmission:
             raise ProtocolError(f"reply for cookie {cookie}, which is not in flight")
         return pending
 
+    def _wait_for(self, total: int) -> bool:
+        """The reply at the head needs ``total`` bytes; remember it until they are here."""
+        self._wanted = total
+        return self._need_data()
+
     def _parse_one(self) -> bool:
+        if self._waiting():
+            return self._need_data()
         magic_fields = self._in.unpack(proto.MAGIC32)
         if magic_fields is None:
             return self._need_data()
@@ -393,7 +368,7 @@ class ClientTransmission:
         size = proto.SIMPLE_REPLY.size
         if p.command == _READ and not error:
             if not self._in.has(size + p.length):
-                return self._need_data()
+                return self._wait_for(size + p.length)
             self._in.skip(size)
             data = self._in.take(p.length)
             self._events.append(ReadData(cookie, p.offset, data))
@@ -420,7 +395,7 @@ class ClientTransmission:
         if length > self._chunk_limit(p, rtype):
             raise ProtocolError(f"chunk of {length} bytes for {p.describe()} is too long")
         if not self._in.has(header + length):
-            return self._need_data()
+            return self._wait_for(header + length)
         self._in.skip(header)
         if rtype == proto.NBD_REPLY_TYPE_OFFSET_DATA:
             self._on_data(p, length)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from appliance.config import validate
 from appliance.errors import UsageError
 
 
@@ -37,14 +38,8 @@ class ReconnectPolicy:
 
 
 def parse_deadline(text: str) -> float | None:
-    """``forever`` (or ``inf``) -> None, else a non-negative number of seconds."""
-    if text.strip().lower() in ("forever", "inf", "infinite", "never"):
-        return None
+    """``forever`` (or ``inf``, ``never``) -> None, else a non-negative number of seconds."""
     try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"reconnect deadline {text!r} is not a number of seconds "
-                         "or 'forever'") from None
-    if value < 0 or value != value:
-        raise UsageError(f"reconnect deadline {text!r} must be >= 0")
-    return value
+        return validate.parse_deadline(text, allow_zero=True)  # the one parser
+    except ValueError as exc:
+        raise UsageError(f"{exc}, not {text!r}") from None

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from types import FrameType
 
+from appliance.errors import UsageError
 from appliance.kernel.attach import Attachment, KernelExport, attach, block_size_for
 from appliance.nbd.uri import NBDURI
 from appliance.relay.policy import ReconnectPolicy
@@ -35,10 +36,26 @@ class AttachOptions:
 
 
 def relay_fd(fd: int, uri: NBDURI, policy: ReconnectPolicy) -> Relay:
-    """A relay serving the socket ``fd`` (taken over) from ``uri``; call ``run()``."""
-    kernel = socket.socket(fileno=fd)
+    """A relay serving the socket ``fd`` (taken over) from ``uri``; call ``run()``.
+
+    UsageError, before any connection is made, if ``fd`` is not an open stream socket.
+    """
+    kernel = _stream_socket(fd)
     connect = uri_connector(uri, timeout=policy.connect_timeout)
     return Relay(kernel, connect, connect(), policy=policy)
+
+
+def _stream_socket(fd: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise UsageError(f"--fd {fd} is not a socket ({exc.strerror or exc}); pass the "
+                         f"descriptor of the kernel side's stream socket") from None
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()  # not ours to close
+        raise UsageError(f"--fd {fd} is not a stream socket; pass the descriptor of the "
+                         f"kernel side's stream socket")
+    return sock
 
 
 def _stop_on_signals(relay: Relay) -> None:

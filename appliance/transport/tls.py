@@ -2,8 +2,9 @@
 
 Owns:
 
-* reading a PSK file in the qemu-nbd / nbdkit format (``identity:hexkey`` lines), refusing
-  one that group or others can read, and never logging the key;
+* the PSK file format of qemu-nbd / nbdkit (``identity:hexkey`` lines): the one line
+  splitter (:func:`psk_lines`, also used by :mod:`appliance.config.psk`) and reading a
+  file for a connection, refusing one that group or others can read, never logging the key;
 * building the client :class:`ssl.SSLContext` for TLS-PSK (TLS 1.3 and 1.2 PSK suites,
   which GnuTLS servers accept) or X.509 (a directory laid out like QEMU's tls-creds-x509:
   ``ca-cert.pem``, ``client-cert.pem``, ``client-key.pem``);
@@ -19,6 +20,7 @@ import os
 import socket
 import ssl
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from appliance.errors import TransportError, UsageError
@@ -51,9 +53,23 @@ def _check_private(path: str) -> None:
                          f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}")
 
 
-def _parse_psk_line(path: str, number: int, line: str) -> PSKey:
-    identity, sep, hexkey = line.partition(":")
-    if not sep or not identity:
+def psk_lines(text: str) -> Iterator[tuple[int, str, str | None]]:
+    """``(line number, identity, hexkey)`` per key line of PSK-file text.
+
+    Blank lines and ``#`` comments are skipped and whitespace around a line is
+    dropped; ``hexkey`` is None for a line without ``:``.  Callers check the fields
+    (this module as loosely as qemu-nbd does, the settings store strictly).
+    """
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        identity, sep, hexkey = line.partition(":")
+        yield number, identity, hexkey if sep else None
+
+
+def _parse_psk_line(path: str, number: int, identity: str, hexkey: str | None) -> PSKey:
+    if hexkey is None or not identity:
         raise UsageError(f"PSK file {path} line {number}: expected IDENTITY:HEXKEY")
     if len(identity.encode()) > MAX_PSK_IDENTITY:
         raise UsageError(f"PSK file {path} line {number}: identity too long")
@@ -71,11 +87,10 @@ def read_psk_file(path: str) -> list[PSKey]:
     _check_private(path)
     try:
         with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+            text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read PSK file {path}: {exc}") from None
-    keys = [_parse_psk_line(path, n, ln.strip()) for n, ln in enumerate(lines, 1)
-            if ln.strip() and not ln.lstrip().startswith("#")]
+    keys = [_parse_psk_line(path, *fields) for fields in psk_lines(text)]
     if not keys:
         raise UsageError(f"PSK file {path} holds no IDENTITY:HEXKEY line")
     return keys

@@ -85,8 +85,8 @@ def sabrelite_under_qemu(root: Path, phy_address: int = 6) -> FakeBoard:
 def imx6ul_evk(root: Path) -> FakeBoard:
     """The UL EVK: both KSZ8081s on ENET2's bus (as QEMU -M mcimx6ul-evk shows them)."""
     return (FakeBoard(root).compatible("fsl,imx6ul-14x14-evk", "fsl,imx6ul")
-            .phy(FakePhy("20b4000.ethernet-1", 1, KSZ8081, "Micrel KSZ8081 or KSZ8091", "eth1"))
-            .phy(FakePhy("20b4000.ethernet-1", 2, KSZ8081, "Micrel KSZ8081 or KSZ8091", "eth0")))
+            .phy(FakePhy("20b4000.ethernet-1", 1, KSZ8081, "Micrel KSZ8081 or KSZ8091", "eth0"))
+            .phy(FakePhy("20b4000.ethernet-1", 2, KSZ8081, "Micrel KSZ8081 or KSZ8091", "eth1")))
 
 
 def replica(root: Path, dump: list[str]) -> FakeBoard:

@@ -84,7 +84,7 @@ def test_phy_set_in_place_for_evk_eth1(evk_dtb: Path) -> None:
     assert r.returncode == 0, r.stderr
     names = subprocess.run(["fdtget", "-l", str(evk_dtb), "/soc/bus@2000000/ethernet@20b4000/mdio"],
                            capture_output=True, text=True, check=True).stdout.split()
-    assert sorted(names) == ["ethernet-phy@2", "ethernet-phy@4"]
+    assert sorted(names) == ["ethernet-phy@1", "ethernet-phy@4"]
 
 
 def test_detect_and_scan_on_fake_tree(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_evk_shared_bus_reports_the_other_phy(tmp_path: Path) -> None:
     imx6ul_evk(tmp_path)
     phys = scan(tmp_path)
     sel = choose(phys, "20b4000.ethernet", 2)
-    assert sel.phy.iface == "eth0"
+    assert sel.phy.iface == "eth1"
     assert [p.address for p in sel.others] == [1]
     with pytest.raises(BoardError, match=r"found PHYs at 1, 2 on 20b4000\.ethernet; set phy=1"):
         choose(phys, "20b4000.ethernet", 5)

@@ -39,7 +39,7 @@ def test_shipped_profiles_load_and_have_the_measured_module_order() -> None:
     evk = profiles["imx6ul-evk"]
     assert evk.console == "ttymxc0"
     assert [(e.iface, e.phy, e.mdio_owner) for e in evk.ethernet] == [
-        ("eth0", 2, "20b4000.ethernet"), ("eth1", 1, "20b4000.ethernet")]
+        ("eth0", 1, "20b4000.ethernet"), ("eth1", 2, "20b4000.ethernet")]
     assert profiles["imx6-generic"].port().phy == "auto"
 
 

@@ -1,9 +1,9 @@
 """The fault and load rig: a relay thread, the kernel's side of it, a model of the disk.
 
-* :func:`relay_running` starts a :class:`~appliance.relay.Relay` in a thread on a
-  socketpair with a connector of our choosing (the netns tests wrap it to connect from
-  inside a namespace) and yields the kernel's end as a :class:`tests.relay.kernelside.
-  KernelSide`, which speaks the kernel's simple protocol.
+* :func:`relay_running` (from :mod:`tests.relay.harness`, shared with the relay tests)
+  starts a :class:`~appliance.relay.Relay` in a thread on a socketpair with a connector of
+  our choosing (the netns tests wrap it to connect from inside a namespace) and yields the
+  kernel's end as a :class:`tests.relay.kernelside.KernelSide`.
 * :class:`Model` is the disk as it must be: every successful write applied, a failed write
   marks its blocks unknown (an EIO write may or may not have landed) until rewritten.
 * :func:`mixed_io` keeps ``depth`` random 4 KiB reads and writes in flight (never two
@@ -13,58 +13,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import random
-import socket
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from appliance.nbd import NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_WRITE
-from appliance.relay import Connector, ReconnectPolicy, Relay
+from tests.relay.harness import relay_running as relay_running
 from tests.relay.kernelside import KernelSide
 
 BLOCK = 4096
-
-
-@dataclass
-class RelayRun:
-    kernel: KernelSide
-    relay: Relay
-    thread: threading.Thread
-    errors: list[BaseException]
-
-
-@contextlib.contextmanager
-def relay_running(connect: Connector, policy: ReconnectPolicy) -> Iterator[RelayRun]:
-    """Connect once, run a relay thread, yield the kernel side; stop and check on exit."""
-    first = connect()
-    relay_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    relay = Relay(relay_end, connect, first, policy=policy)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            relay.run()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="relay", daemon=True)
-    thread.start()
-    ks = KernelSide(kernel_end, first.info.size, first.info.flags)
-    try:
-        yield RelayRun(ks, relay, thread, errors)
-    finally:
-        relay.stop()
-        thread.join(15.0)
-        kernel_end.close()
-        relay_end.close()
-    assert not thread.is_alive(), "relay thread did not stop"
-    assert not errors, f"relay crashed: {errors!r}"
 
 
 class Model:

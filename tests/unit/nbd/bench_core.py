@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python -m tests.unit.nbd.bench_core [--chunk KIB] [--total MIB]``.
 Not collected by pytest (a benchmark prints figures; it asserts nothing).  The
 server side builds one reply stream per format; the client parses it fed in
-256 KiB pieces, as a socket would deliver it, with and without assemble_reads.
+256 KiB pieces (``--recv``; 16 = one TLS record), as a socket would deliver it,
+with and without assemble_reads.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def reply_stream(mode: str, chunk: int, total: int) -> tuple[list[int], bytes]:
     return cookies, pair.server.data_to_send()
 
 
-def measure(mode: str, assemble: bool, chunk: int, total: int) -> float:
+def measure(mode: str, assemble: bool, chunk: int, total: int, recv: int = RECV) -> float:
     info = export(size=total, structured=mode != "simple", extended=mode == "extended")
     cookies, stream = reply_stream(mode, chunk, total)
     view = memoryview(stream)
@@ -41,8 +42,8 @@ def measure(mode: str, assemble: bool, chunk: int, total: int) -> float:
         for i, c in enumerate(cookies):
             tx.send(Request(NBD_CMD_READ, i * chunk, chunk, cookie=c))
         tx.data_to_send()
-        for off in range(0, len(stream), RECV):
-            tx.receive_data(view[off : off + RECV])
+        for off in range(0, len(stream), recv):
+            tx.receive_data(view[off : off + recv])
             while (ev := tx.next_event()) is not NEED_DATA:
                 if type(ev) is ReadData:
                     got += len(ev.data)
@@ -53,12 +54,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunk", type=int, default=256, help="READ size in KiB (256)")
     parser.add_argument("--total", type=int, default=512, help="MiB parsed per case (512)")
+    parser.add_argument("--recv", type=int, default=RECV // 1024,
+                        help="KiB fed per receive_data call (256; 16 = one TLS record)")
     args = parser.parse_args()
-    chunk, total = args.chunk * 1024, args.total * 1024 * 1024
+    chunk, total, recv = args.chunk * 1024, args.total * 1024 * 1024, args.recv * 1024
     for mode in ("simple", "structured", "extended"):
         for assemble in (False, True):
-            rate = measure(mode, assemble, chunk, total)
-            print(f"core {mode:10s} reads of {args.chunk} KiB, assemble_reads={assemble!s:5s}: "
+            rate = measure(mode, assemble, chunk, total, recv)
+            print(f"core {mode:10s} reads of {args.chunk} KiB, fed {args.recv} KiB, "
+                  f"assemble_reads={assemble!s:5s}: "
                   f"{rate:7.0f} MB/s")
 
 

@@ -1,0 +1,74 @@
+"""Booting the real agent (``appliance.init=boot``) on QEMU against a real TLS-PSK root.
+
+Shared by the agent's system tests: a qemu-nbd server (TLS-PSK, on 127.0.0.1) serving a
+qcow2 overlay of the built ``rootfs.ext4``, as ``appliance demo`` does, and a QEMU
+command line whose console UART is a TCP server on 127.0.0.1 instead of stdio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance import demo
+
+BOOT_TIMEOUT = 300.0  # TCG on a loaded 2-core runner
+
+
+@dataclass(frozen=True)
+class Root:
+    """A running root server: its port, key, and the identity:hexkey file for the host tool."""
+
+    port: int
+    key: bytes
+    psk_file: Path
+
+    @property
+    def guest_uri(self) -> str:
+        return demo.guest_uri(self.port)
+
+
+@contextlib.contextmanager
+def served_root(image_dir: Path, work: Path) -> Iterator[Root]:
+    """qemu-nbd (TLS-PSK) serving an overlay of the built root; stopped by PID afterwards."""
+    work.mkdir(parents=True, exist_ok=True)
+    image = demo.overlay(image_dir / "rootfs.ext4", work / "root.qcow2")
+    with demo.serve_root(image, work, lambda line: print(f"root: {line}")) as (port, key):
+        yield Root(port, key, work / "tls" / "keys.psk")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (QEMU's chardev binds it next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tcp_console_argv(argv: list[str], port: int, logfile: Path) -> list[str]:
+    """``argv`` with its stdio console UART made a TCP server on 127.0.0.1:``port``.
+
+    A ``-chardev socket`` (what ``-serial tcp:...,server=on,wait=off`` is) with a
+    logfile: QEMU logs everything the UART sends, also while no client is connected.
+    """
+    argv = list(argv)
+    i = argv.index("stdio")
+    assert argv[i - 1] == "-serial"
+    argv[i] = "chardev:console0"
+    chardev = f"socket,id=console0,host=127.0.0.1,port={port},server=on,wait=off"
+    return [*argv, "-chardev", f"{chardev},logfile={logfile}"]
+
+
+def wait_for_listen(port: int, timeout: float = 30.0) -> None:
+    """Until QEMU accepts connections on ``port`` (checked without connecting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/net/tcp", encoding="ascii") as f:
+            if any(line.split()[1] == f"0100007F:{port:04X}" and line.split()[3] == "0A"
+                   for line in f.readlines()[1:]):
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"QEMU did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
