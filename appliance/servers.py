@@ -198,15 +198,16 @@ def start_qemu_nbd(image: Path, tmp: Path, *, fmt: str = "raw", export: str = ""
                    unix: bool = False, read_only: bool = False,
                    allocation_depth: bool = False, bitmap: str | None = None,
                    description: str | None = None, shared: int = 8,
-                   extra: tuple[str, ...] = ()) -> NBDServer:
+                   extra: tuple[str, ...] = (), binary: str | None = None) -> NBDServer:
     """Serve ``image`` with qemu-nbd (persistent, ``shared`` connections at once).
 
     With ``psk_file`` (made by :func:`make_psk`) the server requires TLS-PSK; qemu-nbd reads
-    ``keys.psk`` from the file's directory.
+    ``keys.psk`` from the file's directory.  ``binary`` runs another qemu-nbd than the one
+    on PATH (the extended-headers tests use a newer one).
     """
     tmp.mkdir(parents=True, exist_ok=True)
     port, sock = _endpoint(tmp, unix)
-    argv = [require("qemu-nbd"), "-f", fmt, "-t", "-e", str(shared), "-x", export,
+    argv = [binary or require("qemu-nbd"), "-f", fmt, "-t", "-e", str(shared), "-x", export,
             "--pid-file", str(tmp / "qemu-nbd.pid")]
     argv += ["-k", str(sock)] if sock is not None else ["-b", LOOPBACK, "-p", str(port)]
     if psk_file is not None:
