@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 
 DEBS_COMMON=(qemu-utils nbdkit libnbd-bin qemu-system-arm mmdebstrap arch-test
              device-tree-compiler swig dnsmasq-base iproute2 socat kmod cpio xz-utils busybox
-             u-boot-tools e2fsprogs)
+             u-boot-tools e2fsprogs qemu-user-static)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'setup.sh: error: %s\n' "$*" >&2; exit 1; }

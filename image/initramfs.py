@@ -115,6 +115,8 @@ def add_python(src_tree: Path, dst_tree: Path) -> None:
     _copy(src_tree, dst_tree, STDLIB)
     _copy(src_tree, dst_tree, DIST)
     _copy(src_tree, dst_tree, Path("etc") / PY)  # target of stdlib's sitecustomize.py
+    # OpenSSL loads its legacy provider at run time (no DT_NEEDED): cryptography needs it.
+    _copy(src_tree, dst_tree, LIBDIRS[0] / "ossl-modules")
     _prune(dst_tree / STDLIB, STDLIB_PRUNE, DYNLOAD_PRUNE)
     _prune(dst_tree / DIST, ())
     (dst_tree / "usr/bin/python3").symlink_to(PY)

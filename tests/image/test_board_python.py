@@ -1,0 +1,63 @@
+"""The board's Python, run on the host under qemu-user: every agent module imports there.
+
+A missing standard-library module or shared library in the initramfs shows up only on
+the board, late in a slow emulated boot.  Running the initramfs's own armhf python3.13
+under ``qemu-arm-static`` (Debian's qemu-user-static) imports everything in seconds:
+each module of ``appliance`` and ``board``, and what their lazy imports load on the board
+(pyroute2's IPRoute and generic netlink, ssl with PSK callbacks, cryptography's HKDF,
+libfdt, pyserial, netifaces).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHECK = r'''
+import importlib, pkgutil, ssl, sys
+import appliance, board
+failed = []
+names = [m.name for pkg in (appliance, board)
+         for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")
+         if not m.name.endswith("__main__")]
+names += ["pyroute2.iproute.linux", "pyroute2.netlink.generic", "serial", "netifaces",
+          "libfdt", "cryptography.hazmat.primitives.kdf.hkdf", "encodings.idna"]
+for name in names:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed.append(f"{name}: {type(exc).__name__}: {exc}")
+if not hasattr(ssl.SSLContext, "set_psk_client_callback"):
+    failed.append("ssl: no set_psk_client_callback")
+print(f"imported {len(names)} modules")
+print("\n".join(failed) or "ALL OK")
+'''
+
+
+@pytest.fixture(scope="module")
+def initramfs_tree(image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tree = tmp_path_factory.mktemp("initramfs")
+    with subprocess.Popen(["gzip", "-dc", str(image_dir / "initramfs.cpio.gz")],
+                          stdout=subprocess.PIPE) as unzip:
+        subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"],
+                       stdin=unzip.stdout, cwd=tree, check=True, timeout=300)
+    assert unzip.returncode == 0
+    return tree
+
+
+def test_every_agent_module_imports_on_the_board_python(initramfs_tree: Path) -> None:
+    qemu = shutil.which("qemu-arm-static")
+    assert qemu, "qemu-arm-static missing: install Debian's qemu-user-static (./setup.sh test)"
+    (initramfs_tree / "tmp" / "check.py").write_text(CHECK)
+    done = subprocess.run([qemu, "-L", str(initramfs_tree),
+                           str(initramfs_tree / "usr/bin/python3.13"), "-I",
+                           str(initramfs_tree / "tmp/check.py")],
+                          capture_output=True, text=True, timeout=600,
+                          cwd=initramfs_tree)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ALL OK"), done.stdout
