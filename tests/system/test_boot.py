@@ -55,7 +55,7 @@ class Listener:
 def boot_and_check(machine: Machine, image_dir: Path, log: Path) -> dict[str, float]:
     """Boot, assert the smoke /init's milestones, return the guest-clock timeline."""
     listener = Listener()
-    append = f"appliance.probe=10.0.2.2:{listener.port}"
+    append = f"appliance.init=smoke appliance.probe=10.0.2.2:{listener.port}"
     timeline: dict[str, float] = {}
     try:
         with QemuBoard.for_image(image_dir, log, machine=machine, append=append) as board:
