@@ -32,7 +32,7 @@ import site
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +97,63 @@ def reexec_with_at_argv0(argv: Sequence[str] | None = None) -> None:
     sys.stderr.flush()
     # os.execv's first argument is the program to run; argv[0] is free text.
     os.execv(sys.executable, root_daemon_command(args[1:]))
+
+
+def mark_argv0_in_place() -> None:
+    """Make argv[0] start with '@' without exec: overwrite its first byte in our memory.
+
+    /proc/PID/cmdline is read from the process's own argument area (its start is field 48
+    of /proc/self/stat), which /proc/self/mem may write.  Used by a child forked from the
+    initramfs's PID 1, which has every module it needs loaded already: a re-exec would
+    cost a second Python start-up (about 20 s under QEMU's TCG).
+    """
+    if argv0_is_root_daemon():
+        return
+    stat = Path("/proc/self/stat").read_text()
+    arg_start = int(stat.rsplit(")", 1)[1].split()[45])  # field 48, counted after comm
+    with open("/proc/self/mem", "r+b", buffering=0) as mem:
+        mem.seek(arg_start)
+        mem.write(b"@")
+    if not argv0_is_root_daemon():
+        raise ApplianceError("could not mark argv[0] with '@' through /proc/self/mem")
+
+
+def fork_root_daemon(serve: Callable[[Callable[[str], None]], None]) -> tuple[int, str]:
+    """Fork a root-storage daemon running ``serve(ready)``; return (pid, its ready line).
+
+    The child starts a new session, marks argv[0] with '@' in place and runs ``serve``,
+    which calls ``ready(text)`` once it serves; the child never returns.  An
+    ApplianceError with the child's exit status if it ends before it is ready.
+    """
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_fd)
+        code = 1
+        try:
+            os.setsid()
+            mark_argv0_in_place()
+
+            def ready(text: str) -> None:
+                os.write(write_fd, f"{text}\n".encode())
+                os.close(write_fd)
+
+            serve(ready)
+            code = 0
+        except ApplianceError as exc:
+            print(f"relay: error: {exc}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        line = pipe.readline().strip()
+    if not line:
+        _, status = os.waitpid(pid, 0)
+        raise ApplianceError(f"the relay failed to attach (exit status "
+                             f"{os.waitstatus_to_exitcode(status)})")
+    return pid, line
 
 
 def lock_memory(report: HygieneReport) -> None:

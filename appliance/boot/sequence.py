@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -113,14 +114,28 @@ def wait_for_server(uri: str, boot: BootConfig, out: TextIO) -> str:
 
 
 def start_relay(uri: str, boot: BootConfig, device: str) -> str:
-    """``appliance nbd attach`` as '@appliance-relay': returns once the kernel has ``device``."""
-    from appliance.daemon import spawn_detached
+    """Fork the relay ('@' argv[0], hardened) serving ``device``; returns once attached.
 
-    deadline = "forever" if boot.retry_deadline is None else str(boot.retry_deadline)
-    pid, line = spawn_detached(["nbd", "attach", uri, "--device", device,
-                                "--reconnect-deadline", deadline,
-                                "--backoff", str(boot.retry_backoff_initial),
-                                "--max-backoff", str(boot.retry_backoff_max)])
+    A fork, not ``appliance nbd attach --detach``: the child inherits this process's
+    loaded modules, saving a second Python start-up on the board.
+    """
+    from appliance.daemon import fork_root_daemon, harden
+    from appliance.nbd.uri import parse_uri
+    from appliance.relay import ReconnectPolicy
+    from appliance.relay.serve import AttachOptions, attach_and_serve
+
+    policy = ReconnectPolicy(initial=boot.retry_backoff_initial,
+                             maximum=boot.retry_backoff_max, deadline=boot.retry_deadline)
+
+    def serve(ready: Callable[[str], None]) -> None:
+        harden()
+        att, relay = attach_and_serve(parse_uri(uri), policy, AttachOptions(device=device))
+        print(f"{att.path}: attached ({relay.export.size} bytes, {att.method}); serving",
+              file=sys.stderr, flush=True)
+        ready(att.path)
+        relay.run()
+
+    pid, line = fork_root_daemon(serve)
     return f"{line} (relay pid {pid})"
 
 
