@@ -5,10 +5,12 @@ setup prompt opens at once on the console UART, which QEMU serves as a TCP socke
 127.0.0.1.  The host tool runs as a user runs it, ``appliance console
 socket://127.0.0.1:PORT ...``: a bad value gives the board's one-line error and a
 non-zero exit; the real settings with ``--psk-file``, ``--save`` and ``--boot`` make
-the board boot its root from the real qemu-nbd (TLS-PSK) through the relay.  One host
-connection per boot: measured with QEMU 7.2 -M sabrelite, the guest stopped taking
-console input when a second ``appliance console`` connected after the first had left.
-QEMU and qemu-nbd are ended by PID whatever happens.
+the board boot its root from the real qemu-nbd (TLS-PSK) through the relay.  One boot
+per test.  QEMU 7.2's i.MX UART model intermittently stops delivering console input
+(measured: the one-command dialogue passed 3 of 3 runs, the five-command one stalled
+in 5 of 5, after 0 to 1 commands); only that outcome is an XFAIL, recognised by
+the host tool's own "no answer from the board" error.  QEMU and qemu-nbd are ended by
+PID whatever happens.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tests.system.agent_boot import (
     tcp_console_argv,
     wait_for_listen,
 )
+from tests.system.newer_qemu import qemu10_argv
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 
@@ -68,13 +71,13 @@ def read_until(port: int, patterns: list[re.Pattern[bytes]], timeout: float) -> 
 def board_at_prompt(image_dir: Path, work: Path) -> Iterator[tuple[QemuBoard, int, Path]]:
     """A sabrelite board whose stored config cannot boot, waiting at its setup prompt.
 
-    Yields (board, console port, UART log).  Nothing is typed before the prompt is up:
-    measured with QEMU 7.2, the guest's console stalls when input arrives early.
+    Yields (board, console port, UART log).  Nothing is typed before the prompt is up
+    (the one run that typed during the kernel's boot stalled the console at once).
     """
     initrd = demo.board_initrd(image_dir, work, {"console.countdown": "1"})
     port = free_port()
     uart_log = work / "uart.log"
-    argv = tcp_console_argv(demo.boot_argv(image_dir, initrd), port, uart_log)
+    argv = qemu10_argv(tcp_console_argv(demo.boot_argv(image_dir, initrd), port, uart_log))
     board = QemuBoard(argv, work / "qemu.log")
     board.start()
     try:
