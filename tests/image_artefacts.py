@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,3 +29,9 @@ def built_image_dir() -> Path:
     except ImageError as exc:
         raise RuntimeError(f"appliance image build failed: {exc}") from exc
     return out
+
+
+def debugfs(image: Path, request: str, *, write: bool = False) -> str:
+    """One debugfs request on an ext4 image (``write``: open it read-write)."""
+    argv = ["debugfs", *(["-w"] if write else []), "-R", request, str(image)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout

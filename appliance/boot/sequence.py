@@ -26,12 +26,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from appliance.boot.timeline import Timeline
 from appliance.config import BootConfig
 from appliance.errors import ApplianceError, NBDError
+
+if TYPE_CHECKING:
+    from appliance.net.static import IPv4Config
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +174,7 @@ def _run(argv: list[str]) -> None:
         raise ApplianceError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.returncode}")
 
 
-def network_config(boot: BootConfig) -> object | None:
+def network_config(boot: BootConfig) -> IPv4Config | None:
     """The static IPv4 configuration, or None for DHCP."""
     if boot.net_mode == "dhcp":
         return None
@@ -212,7 +215,6 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
 
 
 def _bring_up(tl: Timeline, boot: BootConfig) -> None:
-    from appliance.net.static import IPv4Config
     from appliance.net.up import bring_up as net_up
     from board.bringup import bring_up as board_up
     from board.profile import PhyAddr, get_profile
@@ -223,8 +225,7 @@ def _bring_up(tl: Timeline, boot: BootConfig) -> None:
         found = board_up(iface=boot.net_interface, phy=phy, profile=profile)
         step.detail = f"{found.profile.name}, PHY {found.selection.phy.describe()}"
     with tl.step("network") as step:
-        cfg = network_config(boot)
-        result = net_up(boot.net_interface, cfg if isinstance(cfg, IPv4Config) else None)
+        result = net_up(boot.net_interface, network_config(boot))
         step.detail = f"{result.iface} {result.config.address}"
 
 

@@ -11,13 +11,13 @@ import hashlib
 import json
 import stat
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from image import elf
 from tests.image import newc
+from tests.image_artefacts import debugfs
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +35,6 @@ def manifest(image_dir: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def initramfs(image_dir: Path) -> dict[str, newc.Entry]:
     return {e.name: e for e in newc.read_gz(image_dir / "initramfs.cpio.gz")}
-
-
-def debugfs(image: Path, request: str) -> str:
-    return subprocess.run(["debugfs", "-R", request, str(image)], capture_output=True,
-                          text=True, check=True, timeout=60).stdout
 
 
 def test_manifest_matches_the_files(image_dir: Path, manifest: dict[str, object]) -> None:

@@ -8,7 +8,6 @@ command line whose console UART is a TCP server on 127.0.0.1 instead of stdio.
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,13 +38,6 @@ def served_root(image_dir: Path, work: Path) -> Iterator[Root]:
     image = demo.overlay(image_dir / "rootfs.ext4", work / "root.qcow2")
     with demo.serve_root(image, work, lambda line: print(f"root: {line}")) as (port, key):
         yield Root(port, key, work / "tls" / "keys.psk")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 free right now (QEMU's chardev binds it next)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tcp_console_argv(argv: list[str], port: int, logfile: Path) -> list[str]:

@@ -22,6 +22,7 @@ from appliance.demo import EXPORT, IDENTITY, ROOT_OK, board_initrd, boot_argv, g
 from appliance.servers import NBDServer, make_psk, start_qemu_nbd
 from image.qemu import QemuBoard
 from tests.figures import figure
+from tests.image_artefacts import debugfs
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 
@@ -39,12 +40,6 @@ md5sum -c /root/blob.md5 >/dev/null && echo "rc.local: VERIFIED" || echo "rc.loc
 echo "rc.local: IOERRORS=$(dmesg | grep -ci 'i/o error')"
 /bin/busybox poweroff
 """
-
-
-def debugfs(image: Path, request: str, *, write: bool = False) -> str:
-    """One debugfs request on an ext4 image (``write``: open it read-write)."""
-    argv = ["debugfs", *(["-w"] if write else []), "-R", request, str(image)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
 
 
 def raw_root(image_dir: Path, tmp: Path, rc_local: str | None = None) -> Path:

@@ -27,11 +27,11 @@ import pytest
 import serial
 
 from appliance import demo
+from appliance.servers import free_port
 from image.qemu import QemuBoard
 from tests.figures import figure
 from tests.system.agent_boot import (
     BOOT_TIMEOUT,
-    free_port,
     served_root,
     tcp_console_argv,
     wait_for_listen,
