@@ -71,8 +71,7 @@ class Steps:
 
 def _source_files() -> list[Path]:
     files = [p for p in IMAGE_DIR.rglob("*") if p.is_file()]
-    for name in initramfs.AGENT_PACKAGES:
-        files += [p for p in (REPO / name).rglob("*") if p.is_file()]
+    files += initramfs.agent_sources(REPO)
     return sorted(p for p in files if "__pycache__" not in p.parts and p.suffix != ".pyc")
 
 

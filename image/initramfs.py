@@ -18,7 +18,7 @@ import py_compile
 import shutil
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from appliance.errors import ImageError
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 FILES = Path(__file__).with_name("files")
 REPO = Path(__file__).resolve().parent.parent
 AGENT_PACKAGES = ("appliance", "board")
+# The host layer (demo, test servers, benchmarks, host tools) never goes to the board.
+HOST_ONLY = ("appliance/host",)
 PY = "python3.13"
 STDLIB = Path("usr/lib") / PY
 DIST = Path("usr/lib/python3/dist-packages")
@@ -128,8 +130,25 @@ def add_agent(dst_tree: Path, repo: Path = REPO) -> None:
         src = repo / name
         if not (src / "__init__.py").exists():
             raise ImageError(f"agent package {src} is missing its __init__.py")
-        shutil.copytree(src, dst_tree / DIST / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+        shutil.copytree(src, dst_tree / DIST / name, ignore=_not_for_the_board(repo))
+
+
+def _not_for_the_board(repo: Path) -> Callable[[str, list[str]], set[str]]:
+    """A copytree ``ignore``: caches, and the host layer."""
+    host = {repo / rel for rel in HOST_ONLY}
+    caches = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        here = Path(directory)
+        return set(caches(directory, names)) | {n for n in names if here / n in host}
+    return ignore
+
+
+def agent_sources(repo: Path = REPO) -> list[Path]:
+    """The board layer's files in the checkout: what :func:`add_agent` puts on the board."""
+    host = tuple(repo / rel for rel in HOST_ONLY)
+    files = [p for name in AGENT_PACKAGES for p in (repo / name).rglob("*") if p.is_file()]
+    return [p for p in files if not any(p.is_relative_to(h) for h in host)]
 
 
 def precompile(dst_tree: Path) -> None:

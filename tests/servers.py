@@ -1,10 +1,10 @@
-"""Real NBD servers for tests: see :mod:`appliance.servers` (re-exported here).
+"""Real NBD servers for tests: see :mod:`appliance.host.servers` (re-exported here).
 
 Tests use the fixtures in ``tests/conftest.py`` (``nbd_servers``, ``psk_file``); helpers
 that need the functions directly may import either module.
 """
 
-from appliance.servers import (
+from appliance.host.servers import (
     LOOPBACK,
     READY_TIMEOUT,
     STOP_TIMEOUT,

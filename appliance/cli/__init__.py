@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,9 +19,10 @@ from collections.abc import Sequence
 from appliance import __version__
 from appliance.errors import ApplianceError
 
-# Modules under appliance.cli, in the order their subcommands appear in --help.
-COMMANDS: tuple[str, ...] = ("nbd", "board", "net", "console", "psk", "image", "demo", "boot",
-                             "status", "bench")
+# Modules under appliance.cli (the board's commands), in the order they appear in --help;
+# the host's commands (appliance.host.cli) follow where that package exists.
+COMMANDS: tuple[str, ...] = ("nbd", "board", "net", "psk", "boot", "status")
+HOST_PACKAGE = "appliance.host.cli"
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -39,9 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show a traceback when a command fails")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"appliance.cli.{name}").register(sub)
+    for module in command_modules():
+        importlib.import_module(module).register(sub)
     return parser
+
+
+def command_modules() -> list[str]:
+    """The modules that register subcommands: the board's, then the host's if present."""
+    modules = [f"appliance.cli.{name}" for name in COMMANDS]
+    if importlib.util.find_spec(HOST_PACKAGE) is None:  # on the board
+        return modules
+    host = importlib.import_module(HOST_PACKAGE)
+    return modules + [f"{HOST_PACKAGE}.{name}" for name in host.COMMANDS]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

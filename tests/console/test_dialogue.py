@@ -18,8 +18,8 @@ import pytest
 
 from appliance.config import BootConfig, Config
 from appliance.config.psk import write_psk_file
-from appliance.console.host import BoardDialogue, BoardRefused, Expect, SerialDriver, run_script
 from appliance.errors import ConsoleError, TransportError
+from appliance.host.console import BoardDialogue, BoardRefused, Expect, SerialDriver, run_script
 from tests.console.conftest import BOOTABLE, KEY, Board, Link
 
 MakeBoard = Callable[..., Board]

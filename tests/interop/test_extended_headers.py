@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from appliance.client import connect, export_info
-from appliance.servers import NBDServer, make_image, make_psk, start_qemu_nbd
+from appliance.host.servers import NBDServer, make_image, make_psk, start_qemu_nbd
 from image.debfetch import AptFetcher, cache_dir, extract
 
 pytestmark = pytest.mark.interop

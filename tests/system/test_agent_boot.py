@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.demo import EXPORT, IDENTITY, ROOT_OK, board_initrd, boot_argv, guest_uri
-from appliance.servers import NBDServer, make_psk, start_qemu_nbd
+from appliance.host.demo import EXPORT, IDENTITY, ROOT_OK, board_initrd, boot_argv, guest_uri
+from appliance.host.servers import NBDServer, make_psk, start_qemu_nbd
 from image.qemu import QemuBoard
 from tests.figures import figure
 from tests.image_artefacts import debugfs

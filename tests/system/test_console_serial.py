@@ -27,7 +27,7 @@ import pytest
 import serial
 
 from appliance import demo
-from appliance.servers import free_port
+from appliance.host.servers import free_port
 from image.qemu import QemuBoard
 from tests.figures import figure
 from tests.system.agent_boot import (

@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     """Handler of ``appliance bench copy``."""
-    from appliance.bench import copy_benchmark, report
+    from appliance.host.bench import copy_benchmark, report
 
     for line in report(copy_benchmark(args.size, args.repeats)):
         print(line)

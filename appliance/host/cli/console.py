@@ -72,7 +72,7 @@ def build_commands(args: argparse.Namespace) -> list[str]:
 
 def handler(args: argparse.Namespace) -> int:
     """Run the interactive terminal or the scripted dialogue."""
-    from appliance.console import host
+    from appliance.host import console as host
 
     commands = build_commands(args)
     if not commands:

@@ -103,7 +103,7 @@ def overlay(base: Path, dest: Path) -> Path:
 def serve_root(image: Path, work: Path, report: Reporter) -> Iterator[tuple[int, bytes]]:
     """qemu-nbd on 127.0.0.1 with TLS-PSK serving ``image``; yields (port, key)."""
     from appliance.config.psk import generate_key
-    from appliance.servers import make_psk, start_qemu_nbd
+    from appliance.host.servers import make_psk, start_qemu_nbd
 
     key = generate_key()
     psk = make_psk(work / "tls", IDENTITY, key)

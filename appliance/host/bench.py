@@ -47,7 +47,7 @@ def _need(binary: str) -> str:
 @contextlib.contextmanager
 def nbdkit_pattern(size: int) -> Iterator[str]:
     """Serve ``nbdkit pattern size=SIZE`` over TLS-PSK on 127.0.0.1; yield its nbds:// URI."""
-    from appliance.servers import ServerError, make_psk, start_nbdkit
+    from appliance.host.servers import ServerError, make_psk, start_nbdkit
 
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
         psk = make_psk(Path(tmp) / "tls", identity="bench")

@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from appliance.demo import DemoOptions, run
+    from appliance.host.demo import DemoOptions, run
 
     def report(line: str) -> None:
         print(f"demo: {line}", file=sys.stderr, flush=True)
