@@ -26,8 +26,11 @@ def register(subparsers: Any) -> None:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     """Handler of ``appliance bench copy``."""
+    from appliance.host import children
     from appliance.host.bench import copy_benchmark, report
 
-    for line in report(copy_benchmark(args.size, args.repeats)):
+    with children.signals_raise():
+        lines = report(copy_benchmark(args.size, args.repeats))
+    for line in lines:
         print(line)
     return 0
