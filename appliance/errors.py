@@ -39,7 +39,15 @@ class ProtocolError(NBDError):
 
 
 class LocalProtocolError(NBDError):
-    """The caller asked the protocol core for something invalid in the current state."""
+    """The caller asked the protocol core for something invalid in the current state.
+
+    ``errno`` is what a relay answers its own client with when it cannot forward the
+    request: EINVAL for an offset or length the export does not allow, else EIO.
+    """
+
+    def __init__(self, message: str, *, error: int = _errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = error
 
 
 class OptionError(NBDError):
