@@ -24,7 +24,7 @@ import tty
 from typing import Any
 
 from appliance.console.prompt import ERROR_PREFIX, OK, PROMPT, redact
-from appliance.console.timeout import Timeout
+from appliance.deadline import Deadline as Timeout
 from appliance.errors import ConsoleError
 
 log = logging.getLogger(__name__)
