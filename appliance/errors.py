@@ -76,6 +76,15 @@ class ConfigError(ApplianceError):
     """A configuration value or file is invalid."""
 
 
+class PSKError(ConfigError, UsageError):
+    """A PSK file or key cannot be read, parsed or written (:mod:`appliance.config.psk`).
+
+    Both a ConfigError (a stored key) and a UsageError (a key file named on the command
+    line), so existing handlers of either catch it; it exits with status 1."""
+
+    exit_code = 1
+
+
 class BoardError(ApplianceError):
     """Board detection, kernel modules or PHY selection failed."""
 
