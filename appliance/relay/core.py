@@ -210,16 +210,18 @@ class RelayCore:
         return self._tx.data_to_send()
 
     def timeout(self, now: float) -> float | None:
-        """Seconds until the next :class:`Tick` matters (None: only events matter)."""
-        deadline = self.policy.deadline
-        if self._tx is not None and self.pending and self.policy.io_timeout is not None:
-            return max(0.0, self._last_rx + self.policy.io_timeout - now)
+        """Seconds until the next :class:`Tick` matters (None: only events matter): the
+        earliest of the silence timeout, the outage deadline and the drain timeout."""
+        deadline, io_timeout = self.policy.deadline, self.policy.io_timeout
+        ends = []
+        if self._tx is not None and self.pending and io_timeout is not None:
+            ends.append(self._last_rx + io_timeout)
         if self.state is RelayState.OUTAGE and deadline is not None:
             assert self._outage_since is not None
-            return max(0.0, self._outage_since + deadline - now)
+            ends.append(self._outage_since + deadline)
         if self.state in (RelayState.DRAINING, RelayState.DONE) and not self.gave_up:
-            return max(0.0, self._drain_until - now)
-        return None
+            ends.append(self._drain_until)
+        return max(0.0, min(ends) - now) if ends else None
 
     # ------------------------------------------------------------------ kernel
 

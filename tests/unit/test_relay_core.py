@@ -321,6 +321,15 @@ def test_disc_drain_gives_up_after_its_timeout() -> None:
     assert core.state is RelayState.DONE and core.gave_up
 
 
+def test_disc_drain_timeout_is_not_hidden_by_the_longer_silence_timeout() -> None:
+    """Was: with requests in flight the loop slept until the I/O timeout (60 s) and so
+    overran the 30 s drain after NBD_CMD_DISC."""
+    core = core_for(io_timeout=60.0)
+    core.handle(read(1), 0.0)
+    core.handle(KernelRequest(Request(NBD_CMD_DISC)), 1.0)
+    assert core.timeout(1.0) == pytest.approx(30.0)
+
+
 def test_loss_after_disc_fails_the_requests_in_flight_without_reconnecting() -> None:
     core = core_for()
     core.handle(read(1), 0.0)
