@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from appliance import demo
+from appliance.host import demo
 from appliance.host.servers import free_port
 from image.qemu import QemuBoard
 from tests.figures import figure
