@@ -39,7 +39,15 @@ class ProtocolError(NBDError):
 
 
 class LocalProtocolError(NBDError):
-    """The caller asked the protocol core for something invalid in the current state."""
+    """The caller asked the protocol core for something invalid in the current state.
+
+    ``errno`` is what a relay answers its own client with when it cannot forward the
+    request: EINVAL for an offset or length the export does not allow, else EIO.
+    """
+
+    def __init__(self, message: str, *, error: int = _errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = error
 
 
 class OptionError(NBDError):
@@ -66,6 +74,15 @@ class TransportError(NBDError):
 
 class ConfigError(ApplianceError):
     """A configuration value or file is invalid."""
+
+
+class PSKError(ConfigError, UsageError):
+    """A PSK file or key cannot be read, parsed or written (:mod:`appliance.config.psk`).
+
+    Both a ConfigError (a stored key) and a UsageError (a key file named on the command
+    line), so existing handlers of either catch it; it exits with status 1."""
+
+    exit_code = 1
 
 
 class BoardError(ApplianceError):

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.deadline import Deadline
 from board.mdio import scan
 from board.modules import Loaded, ModuleLoader
 from board.phy import Selection, choose
@@ -35,11 +36,11 @@ class BringUp:
 
 def wait_for_phy(root: Path, port: Ethernet, configured: PhyAddr, timeout: float) -> Selection:
     """Apply the PHY policy, retrying while no PHY has appeared yet (bounded by ``timeout``)."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while True:
         phys = scan(root)
         mine = [p for p in phys if not port.mdio_owner or p.owner == port.mdio_owner]
-        if mine or time.monotonic() >= deadline:
+        if mine or deadline.expired:
             return choose(phys, port.mdio_owner, configured)
         time.sleep(POLL_S)
 

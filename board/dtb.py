@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import difflib
 import logging
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 
 import libfdt
 
 from appliance.errors import BoardError
+from appliance.run import run
 from board.profile import MDIO_ADDR_MAX
 
 log = logging.getLogger(__name__)
@@ -166,14 +165,11 @@ def set_phy_address(blob: bytes, address: int, fec: str = "", index: int = 0) ->
 
 def to_dts(blob: bytes) -> str:
     """``dtc -I dtb -O dts`` of ``blob``."""
-    dtc = shutil.which("dtc")
-    if dtc is None:
-        raise BoardError("dtc not found (install device-tree-compiler) to show a diff")
-    proc = subprocess.run([dtc, "-q", "-I", "dtb", "-O", "dts", "-"], input=blob,
-                          capture_output=True, check=False, timeout=60)
+    proc = run(["dtc", "-q", "-I", "dtb", "-O", "dts", "-"], error=BoardError,
+               what="cannot show a diff", input=blob, timeout=60, check=False)
     if proc.returncode != 0:
-        raise BoardError(f"dtc failed: {proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout.decode("utf-8", "replace")
+        raise BoardError(f"dtc failed: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 def dts_diff(before: bytes, after: bytes, name: str = "dtb") -> str:

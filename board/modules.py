@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.errors import BoardError
+from appliance.run import run
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +97,8 @@ class ModuleLoader:
         if module_key(name) in self.builtin():
             return Loaded(name, "built-in")
         argv = self._argv(name)
-        log.debug("+ %s", " ".join(argv))
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                  stdin=subprocess.DEVNULL, timeout=MODPROBE_TIMEOUT_S)
-        except FileNotFoundError as exc:
-            raise BoardError(f"cannot load module {name}: {self.modprobe} not found "
-                             "(install kmod in the image)") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise BoardError(f"modprobe {name} hung for {MODPROBE_TIMEOUT_S} s") from exc
+        proc = run(argv, error=BoardError, what=f"cannot load module {name}",
+                   timeout=MODPROBE_TIMEOUT_S, check=False)
         if proc.returncode != 0:
             why = proc.stderr.strip().splitlines()
             raise BoardError(f"cannot load module {name}: "

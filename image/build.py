@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.deadline import Deadline
 from appliance.errors import ImageError
 from image import cpio, fetch, initramfs, kmods, rootfs, sdcard, spec
 
@@ -129,7 +130,7 @@ def _build_lock(cache: Path, report: Reporter) -> Iterator[None]:
     """One build at a time per machine: they share the download cache (and maybe DIR)."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     with (cache.parent / "build.lock").open("w") as lock:
-        deadline = time.monotonic() + LOCK_TIMEOUT
+        deadline = Deadline(LOCK_TIMEOUT)
         waiting = False
         while True:
             try:
@@ -139,7 +140,7 @@ def _build_lock(cache: Path, report: Reporter) -> Iterator[None]:
                 if not waiting:
                     report("waiting for another image build to finish ...")
                     waiting = True
-                if time.monotonic() > deadline:
+                if deadline.expired:
                     raise ImageError(f"another image build held {lock.name} for "
                                      f"{LOCK_TIMEOUT:.0f} s; is one stuck?") from None
                 time.sleep(1.0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,9 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from appliance.backoff import Backoff
 from appliance.boot.timeline import Timeline
 from appliance.config import BootConfig
+from appliance.deadline import Deadline
 from appliance.errors import ApplianceError, NBDError
+from appliance.run import run as run_tool
 
 if TYPE_CHECKING:
     from appliance.net.static import IPv4Config
@@ -99,21 +101,22 @@ def wait_for_server(uri: str, boot: BootConfig, out: TextIO) -> str:
     from appliance.client import export_info
     from appliance.transport import ConnectPolicy
 
-    delay, start, last = boot.retry_backoff_initial, time.monotonic(), ""
+    deadline, last = Deadline(boot.retry_deadline), ""
+    backoff = Backoff(boot.retry_backoff_initial, boot.retry_backoff_max)
     policy = ConnectPolicy(timeout=10.0, attempts=1)
+    attempt = 0
     while True:
         try:
             info = export_info(uri, policy=policy)
             return f"{info.name or '(default)'}, {info.size} bytes"
         except NBDError as exc:
-            waited = time.monotonic() - start
-            if boot.retry_deadline is not None and waited >= boot.retry_deadline:
+            if deadline.expired:
                 raise
             if str(exc) != last:
                 print(f"nbdroot: {exc}; retrying", file=out, flush=True)
                 last = str(exc)
-        time.sleep(delay)
-        delay = min(delay * 2, boot.retry_backoff_max)
+        time.sleep(backoff.delay(attempt))
+        attempt += 1
 
 
 def start_relay(uri: str, boot: BootConfig, device: str) -> str:
@@ -145,8 +148,8 @@ def start_relay(uri: str, boot: BootConfig, device: str) -> str:
 def wait_for_device(device: str, timeout: float = DEVICE_WAIT_S) -> None:
     """Wait until the kernel reports a non-zero size for ``device``."""
     size = Path("/sys/block") / Path(device).name / "size"
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    deadline = Deadline(timeout)
+    while not deadline.expired:
         try:
             if int(size.read_text()) > 0:
                 return
@@ -169,7 +172,7 @@ def mount_root(device: str, init: str) -> None:
 
 
 def _run(argv: list[str]) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    done = run_tool(argv, check=False)
     if done.returncode != 0:
         raise ApplianceError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.returncode}")
 

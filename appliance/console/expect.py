@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import IO
 
-from appliance.console.timeout import Timeout
+from appliance.deadline import Deadline
 from appliance.errors import ConsoleError
 
 POLL = 0.2  # longest single wait inside expect(), so deadlines are kept
@@ -94,7 +94,7 @@ class Expect:
 
     def settle(self, quiet: float, timeout: float) -> None:
         """Read until nothing arrives for ``quiet`` seconds (or ``timeout``), then clear."""
-        deadline = Timeout(timeout)
+        deadline = Deadline(timeout)
         while not deadline.expired and self._pull(min(quiet, deadline.remaining or 0.0)):
             pass
         self.clear()
@@ -104,7 +104,7 @@ class Expect:
 
     def _wait(self, regex: re.Pattern[bytes], timeout: float, what: str,
               end: Callable[[], int]) -> re.Match[bytes]:
-        deadline = Timeout(timeout)
+        deadline = Deadline(timeout)
         while True:
             match = regex.search(self._buf, self._pos, end())
             if match:

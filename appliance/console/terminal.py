@@ -19,7 +19,7 @@ import select
 import termios
 from collections.abc import Callable, Iterator
 
-from appliance.console.timeout import Timeout
+from appliance.deadline import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +126,14 @@ class Terminal:
         """Show *prompt* and read one edited line; None on idle timeout or end of input."""
         self.write(prompt)
         line: list[str] = []
-        idle = Timeout(timeout)
+        idle = Deadline(timeout)
         while True:
             byte = self.read_byte(idle.remaining)
             if byte is None:
                 if not self.eof:
                     self.write("\n")
                 return None
-            idle = Timeout(timeout)
+            idle = Deadline(timeout)
             after_cr, self._after_cr = self._after_cr, byte == ord("\r")
             if byte == ord("\n") and after_cr:
                 continue  # CR LF ends one line, not two

@@ -25,7 +25,7 @@ from typing import Any
 
 from appliance.console import expect
 from appliance.console.prompt import ERROR_PREFIX, OK, PROMPT, redact
-from appliance.console.timeout import Timeout
+from appliance.deadline import Deadline
 from appliance.errors import ConsoleError
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class BoardDialogue:
 
     def interrupt(self, timeout: float = 60.0) -> None:
         """Press a key (Enter, once a second) until the prompt shows, then let it settle."""
-        deadline = Timeout(timeout)
+        deadline = Deadline(timeout)
         while True:
             self.io.send(b"\r")
             try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +33,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.config.psk import generate_key, write_psk_file
+from appliance.deadline import Deadline
 from appliance.errors import ApplianceError
 from appliance.host import children
 
@@ -68,11 +69,7 @@ def make_psk(directory: Path, identity: str = "alice", key: bytes | None = None)
     """Write ``directory/keys.psk`` (mode 0600) holding ``identity:hexkey``; return its path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "keys.psk"
-    key = key if key is not None else secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{identity}:{key.hex()}\n")
-    os.chmod(path, 0o600)
+    write_psk_file(path, identity, key if key is not None else generate_key(), overwrite=True)
     return path
 
 
@@ -139,8 +136,8 @@ class NBDServer:
 
     def _wait_ready(self) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
+        deadline = Deadline(READY_TIMEOUT)
+        while not deadline.expired:
             if self.proc.poll() is not None:
                 raise ServerError(f"{self.name} exited with {self.proc.returncode}: "
                                   f"{self.log_text()[-2000:]}")

@@ -12,11 +12,11 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import KernelError
+from appliance.run import run
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,8 @@ def ensure_driver(sys_block: Path = SYS_BLOCK) -> None:
         return
     modprobe = shutil.which("modprobe") or "/sbin/modprobe"
     log.info("loading the nbd kernel module")
-    try:
-        proc = subprocess.run([modprobe, "nbd"], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=MODPROBE_TIMEOUT,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KernelError(f"cannot run modprobe nbd: {exc}") from exc
+    proc = run([modprobe, "nbd"], error=KernelError, what="cannot run modprobe nbd",
+               timeout=MODPROBE_TIMEOUT, check=False)
     if proc.returncode != 0 or not have_driver(sys_block):
         detail = proc.stderr.strip() or f"exit status {proc.returncode}"
         raise KernelError(

@@ -15,6 +15,7 @@ from its header, before it is buffered.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from errno import EINVAL
 from types import MappingProxyType
 from typing import Final
 
@@ -253,22 +254,22 @@ class ClientTransmission(EventReceiver[ClientTransmissionEvent]):
                 raise LocalProtocolError(f"{_name(cmd)} must have offset and length 0")
             return length
         if offset < 0 or length <= 0:
-            raise LocalProtocolError(f"{_name(cmd)} needs offset >= 0 and length > 0")
+            raise LocalProtocolError(f"{_name(cmd)} needs offset >= 0 and length > 0", error=EINVAL)
         if length > self._max_length:
             raise LocalProtocolError(f"{_name(cmd)} length {length} does not fit the "
-                                     f"request header")
+                                     f"request header", error=EINVAL)
         if offset + length > info.size:
             raise LocalProtocolError(f"{_name(cmd)} of {length} bytes at offset {offset} goes past "
-                                     f"the end of the export ({info.size} bytes)")
+                                     f"the end of the export ({info.size} bytes)", error=EINVAL)
         minimum = info.min_block_size
         if offset % minimum or length % minimum:
             raise LocalProtocolError(f"{_name(cmd)} offset {offset} and length {length} must be "
-                                     f"multiples of the minimum block size {minimum}")
+                                     f"multiples of the minimum block size {minimum}", error=EINVAL)
         limited = cmd in (_READ, _WRITE, _CACHE) or (
             cmd == _WRITE_ZEROES and not flags & _FAST_ZERO)
         if limited and length > self._max_payload:
             raise LocalProtocolError(f"{_name(cmd)} length {length} exceeds the maximum block size "
-                                     f"{self._max_payload}")
+                                     f"{self._max_payload}", error=EINVAL)
         return length
 
     def _validate_flags(self, flags: int) -> None:

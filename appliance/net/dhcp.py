@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from appliance.errors import NetworkError
 from appliance.net.static import IPv4Config, parse_address
+from appliance.run import run
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +89,8 @@ def obtain(iface: str, timeout: float = 30.0) -> IPv4Config:
         script.chmod(0o700)
         argv = [*udhcpc_argv(), "-f", "-q", "-n", "-i", iface, "-t", str(tries), "-T", "2",
                 "-s", str(script)]
-        log.debug("+ %s", " ".join(argv))
-        env = {**os.environ, LEASE_ENV: str(lease)}
-        try:
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
-                                  stdin=subprocess.DEVNULL, timeout=timeout + 10)
-        except subprocess.TimeoutExpired as exc:
-            raise NetworkError(f"{iface}: udhcpc did not finish in {timeout + 10:g} s") from exc
+        proc = run(argv, error=NetworkError, what=iface, env={LEASE_ENV: str(lease)},
+                   timeout=timeout + 10, check=False)
         log.debug("udhcpc: %s", proc.stderr.strip())
         if proc.returncode != 0 or not lease.exists():
             raise NetworkError(f"{iface}: no DHCP lease after {tries} tries in about "

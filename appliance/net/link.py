@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from appliance.deadline import Deadline
 from appliance.errors import NetworkError
 
 log = logging.getLogger(__name__)
@@ -16,8 +17,8 @@ POLL_S = 0.1
 def ifindex(ipr: Any, iface: str, timeout: float = 0.0) -> int:
     """The index of ``iface``, waiting up to ``timeout`` s for it to appear (the FEC may
     still be probing after ``modprobe fec``); NetworkError listing the interfaces if absent."""
-    deadline = time.monotonic() + timeout
-    while not (found := ipr.link_lookup(ifname=iface)) and time.monotonic() < deadline:
+    deadline = Deadline(timeout)
+    while not (found := ipr.link_lookup(ifname=iface)) and not deadline.expired:
         time.sleep(POLL_S)
     if not found:
         names = sorted(str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links())
@@ -39,13 +40,12 @@ def has_carrier(ipr: Any, index: int) -> bool:
 
 def wait_carrier(ipr: Any, iface: str, index: int, timeout: float) -> float:
     """Wait until ``iface`` has carrier; return the seconds waited or raise NetworkError."""
-    start = time.monotonic()
-    deadline = start + timeout
+    deadline = Deadline(timeout)
     while True:
         if has_carrier(ipr, index):
-            waited = time.monotonic() - start
+            waited = deadline.elapsed
             log.info("%s: carrier after %.1f s", iface, waited)
             return waited
-        if time.monotonic() >= deadline:
+        if deadline.expired:
             raise NetworkError(f"{iface}: no carrier after {timeout:g} s — cable?")
-        time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(POLL_S, deadline.remaining or 0.0))

@@ -1,7 +1,8 @@
 """The relay between the kernel's nbd driver and a real NBD server.
 
-* :mod:`~appliance.relay.relay` -- the event loop: simple NBD to the kernel, negotiated
-  NBD (TLS, structured replies, extended headers) to the server, replay after reconnect;
+* :mod:`~appliance.relay.core` -- the decisions, sans-IO (events in, actions out);
+* :mod:`~appliance.relay.relay` -- the event loop that drives the core: simple NBD to the
+  kernel, negotiated NBD (TLS, structured replies, extended headers) to the server;
 * :mod:`~appliance.relay.reconnect` -- the reconnect thread (backoff);
 * :mod:`~appliance.relay.policy` -- backoff and deadline settings;
 * :mod:`~appliance.relay.upstream` -- one negotiated server connection;
@@ -10,9 +11,10 @@
 
 from __future__ import annotations
 
+from appliance.relay.core import RelayCore, RelayState, RelayStats
 from appliance.relay.policy import ReconnectPolicy, parse_deadline
-from appliance.relay.relay import Relay, RelayStats
+from appliance.relay.relay import Relay
 from appliance.relay.upstream import Connector, Upstream, uri_connector
 
-__all__ = ["Connector", "ReconnectPolicy", "Relay", "RelayStats", "Upstream",
-           "parse_deadline", "uri_connector"]
+__all__ = ["Connector", "ReconnectPolicy", "Relay", "RelayCore", "RelayState", "RelayStats",
+           "Upstream", "parse_deadline", "uri_connector"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from appliance.backoff import Backoff
 from appliance.config import validate
 from appliance.errors import UsageError
 
@@ -34,7 +35,7 @@ class ReconnectPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (0-based)."""
-        return float(min(self.maximum, self.initial * (2 ** min(attempt, 30))))
+        return Backoff(self.initial, self.maximum).delay(attempt)
 
 
 def parse_deadline(text: str) -> float | None:

@@ -1,9 +1,12 @@
 """The relay: the kernel's simple NBD on one side, the negotiated NBD to the server on the other.
 
-One thread runs a ``selectors`` loop over three sockets: the relay's end of the kernel's
-socketpair, the (TLS) connection to the server, and a wake-up socket for the reconnect
-thread.  A single thread owns the TLS connection, so reads and writes on one SSL object
-never happen at once (OpenSSL does not allow that), and the loop needs no locks.
+Every decision -- what to forward, what to replay, when the deadline fails a request, what
+the kernel gets back -- is :class:`~appliance.relay.core.RelayCore`'s (sans-IO); this
+module is its driver.  One thread runs a ``selectors`` loop over three sockets: the relay's
+end of the kernel's socketpair, the (TLS) connection to the server, and a wake-up socket
+for the reconnect thread.  A single thread owns the TLS connection, so reads and writes on
+one SSL object never happen at once (OpenSSL does not allow that), and the loop needs no
+locks.
 
 Kernel side (:class:`~appliance.nbd.ServerTransmission`, simple replies, as
 drivers/block/nbd.c expects): every request is recorded in :attr:`Relay.pending` under
@@ -51,7 +54,6 @@ answered with EIO, and so is each new one until the server is back (never a hang
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import logging
 import selectors
@@ -59,47 +61,37 @@ import socket
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
-from appliance.errors import ApplianceError, LocalProtocolError, NBDError
-from appliance.nbd import (
-    NBD_CMD_DISC,
-    NBD_CMD_READ,
-    NEED_DATA,
-    ClientTransmission,
-    ConnectionClosed,
-    ExportInfo,
-    ReadData,
-    ReplyDone,
-    Request,
-    ServerTransmission,
+from appliance.errors import NBDError
+from appliance.nbd import NEED_DATA, ConnectionClosed, ExportInfo, Request, ServerTransmission
+from appliance.relay.core import (
+    AcceptServer,
+    Answer,
+    ConnectionLost,
+    DropServer,
+    KernelRequest,
+    Reconnect,
+    Reconnected,
+    RefuseServer,
+    RelayAction,
+    RelayCore,
+    RelayState,
+    RelayStats,
+    ServerData,
+    Tick,
 )
 from appliance.relay.policy import ReconnectPolicy
 from appliance.relay.reconnect import Reconnector
 from appliance.relay.upstream import Connector, Upstream
+
+__all__ = ["Relay", "RelayStats"]
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 1 << 20          # bytes per recv from either side
 SEND_CAP = 1 << 20           # bytes per send call (TLS records are cut from this)
 READ_BURST = 64              # recv calls per readiness event before serving the other side
-DRAIN_TIMEOUT = 30.0         # after NBD_CMD_DISC: how long to wait for in-flight replies
 _EV_R, _EV_W = selectors.EVENT_READ, selectors.EVENT_WRITE
-
-
-@dataclass
-class RelayStats:
-    """Counters a status line or a test can read."""
-
-    requests: int = 0
-    replies: int = 0
-    errors: int = 0
-    outages: int = 0
-    replayed: int = 0
-    outage_seconds: float = 0.0
-    failed_by_deadline: int = 0
-    bytes_to_kernel: int = 0
-    outage_log: list[float] = field(default_factory=list)
 
 
 def _keepalive(sock: socket.socket) -> None:
@@ -179,8 +171,8 @@ class Relay:
         self.kernel.setblocking(False)
         self.policy = policy or ReconnectPolicy()
         self.export: ExportInfo = first.info
-        self.stats = RelayStats()
-        self.pending: dict[int, Request] = {}
+        self.core = RelayCore(first.info, self.policy, time.monotonic())
+        self.stats: RelayStats = self.core.stats
         self._srv = ServerTransmission(structured_replies=False, extended_headers=False)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -189,22 +181,18 @@ class Relay:
         self._k_out = _Out()
         self._up_out = _Out()
         self._up: socket.socket | None = None
-        self._tx: ClientTransmission | None = None
+        self._offered: socket.socket | None = None  # the connection being offered to the core
         self._up_want_write_on_read = False
-        self._outage_since: float | None = None
-        self._failing = False          # deadline passed or export changed: EIO at once
-        self._closing = False          # the kernel sent NBD_CMD_DISC or closed
         self._kernel_eof = False
         self._stopped = False
-        self._drain_until = 0.0
         self._k_mask = _EV_R
         self._up_mask = _EV_R
-        self._reads: dict[int, bytes] = {}  # assembled READ data until its ReplyDone
-        self._last_rx = time.monotonic()
         self._rview = memoryview(bytearray(RECV_SIZE))  # reused for every server recv
         self._sel.register(self.kernel, _EV_R, "kernel")
         self._sel.register(self._wake_r, _EV_R, "wake")
-        self._install(first)
+        self._use(first.sock)
+        if first.trailing:
+            self._do(self.core.handle(ServerData(first.trailing), time.monotonic()))
 
     # ------------------------------------------------------------------ public
 
@@ -226,30 +214,23 @@ class Relay:
     def connected(self) -> bool:
         return self._up is not None
 
+    @property
+    def pending(self) -> dict[int, Request]:
+        """The kernel's requests without a reply, by cookie."""
+        return self.core.pending
+
     # ------------------------------------------------------------------ loop
 
     def _finished(self) -> bool:
         if self._stopped or self._kernel_eof:
             return True
-        if self._closing:
-            if not self.pending and not self._k_out.size:
-                return True
-            if time.monotonic() > self._drain_until:
-                log.warning("giving up on %d requests after NBD_CMD_DISC", len(self.pending))
-                return True
-        return False
+        core = self.core
+        return core.state is RelayState.DONE and (not self._k_out.size or core.gave_up)
 
     def _timeout(self) -> float | None:
         if isinstance(self._up, ssl.SSLSocket) and self._up.pending():
             return 0.0  # decrypted bytes wait inside OpenSSL: select cannot see them
-        if self._up is not None and self.pending and self.policy.io_timeout is not None:
-            return max(0.0, self._last_rx + self.policy.io_timeout - time.monotonic())
-        if (self._outage_since is not None and self.policy.deadline is not None
-                and not self._failing):
-            return max(0.0, self._outage_since + self.policy.deadline - time.monotonic())
-        if self._closing:
-            return max(0.0, self._drain_until - time.monotonic())
-        return None
+        return self.core.timeout(time.monotonic())
 
     def _step(self) -> None:
         for key, mask in self._sel.select(self._timeout()):
@@ -267,7 +248,8 @@ class Relay:
                 self._on_wake()
         if isinstance(self._up, ssl.SSLSocket) and self._up.pending():
             self._read_up()
-        self._check_deadline()
+        self._do(self.core.handle(Tick(), time.monotonic()))
+        self._flush_kernel()
         self._interest()
 
     def _interest(self) -> None:
@@ -281,6 +263,31 @@ class Relay:
             if u != self._up_mask:
                 self._sel.modify(self._up, u, "up")
                 self._up_mask = u
+
+    # ------------------------------------------------------------------ actions
+
+    def _do(self, actions: list[RelayAction]) -> None:
+        """Carry out the core's actions, then queue what it has for the server."""
+        for action in actions:
+            if isinstance(action, Answer):
+                self._srv.reply(action.cookie, error=action.error, data=action.data)
+            elif isinstance(action, DropServer):
+                self._drop()
+            elif isinstance(action, Reconnect):
+                self._reconnector.start(first_delay=action.delay)
+            elif isinstance(action, AcceptServer):
+                assert self._offered is not None
+                self._use(self._offered)
+                self._offered = None
+            elif isinstance(action, RefuseServer) and self._offered is not None:
+                self._offered.close()
+                self._offered = None
+        out = self._srv.data_to_send()
+        if out:
+            self.stats.bytes_to_kernel += len(out)
+            self._k_out.add(out)
+        if self._up is not None:
+            self._up_out.add(self.core.data_for_server())
 
     # ------------------------------------------------------------------ kernel side
 
@@ -307,6 +314,7 @@ class Relay:
         self._interest()
 
     def _kernel_events(self) -> None:
+        core, now = self.core, time.monotonic()
         while True:
             try:
                 ev = self._srv.next_event()
@@ -319,33 +327,7 @@ class Relay:
             if isinstance(ev, ConnectionClosed):
                 self._kernel_eof = True
                 return
-            self._on_request(ev)
-
-    def _on_request(self, req: Request) -> None:
-        if req.command == NBD_CMD_DISC:
-            log.info("the kernel sent NBD_CMD_DISC; finishing %d requests", len(self.pending))
-            self._closing = True
-            self._drain_until = time.monotonic() + DRAIN_TIMEOUT
-            return
-        assert req.cookie is not None
-        self.stats.requests += 1
-        if not self.pending:
-            self._last_rx = time.monotonic()  # the silence clock starts with the first request
-        self.pending[req.cookie] = req
-        if self._up is not None:
-            self._forward(req)
-        elif self._failing:
-            self._answer(req.cookie, errno.EIO)
-
-    def _answer(self, cookie: int, error: int, data: bytes = b"") -> None:
-        self.pending.pop(cookie, None)
-        self.stats.replies += 1
-        if error:
-            self.stats.errors += 1
-        self._srv.reply(cookie, error=error, data=data)
-        out = self._srv.data_to_send()
-        self.stats.bytes_to_kernel += len(out)
-        self._k_out.add(out)
+            self._do(core.handle(KernelRequest(ev), now))
 
     def _flush_kernel(self) -> None:
         out = self._k_out
@@ -363,30 +345,26 @@ class Relay:
 
     # ------------------------------------------------------------------ server side
 
-    def _install(self, up: Upstream) -> None:
-        _keepalive(up.sock)
-        up.sock.setblocking(False)
-        self._last_rx = time.monotonic()
-        self._up = up.sock
-        self._tx = ClientTransmission(up.info, assemble_reads=True)
-        if up.trailing:
-            self._tx.receive_data(up.trailing)
+    def _use(self, sock: socket.socket) -> None:
+        _keepalive(sock)
+        sock.setblocking(False)
+        self._up = sock
         self._up_out.clear()
-        self._sel.register(up.sock, _EV_R, "up")
+        self._sel.register(sock, _EV_R, "up")
         self._up_mask = _EV_R
 
-    def _forward(self, req: Request) -> None:
-        assert self._tx is not None
-        try:
-            self._tx.check(req)  # an invalid request must not make the connection unusable
-            self._tx.send(req)
-        except LocalProtocolError as exc:
-            # The export no longer allows it (e.g. it became read-only): fail this one.
-            assert req.cookie is not None
-            log.warning("cannot forward %r: %s", req, exc)
-            self._answer(req.cookie, errno.EINVAL if "range" in str(exc) else errno.EIO)
+    def _drop(self) -> None:
+        sock = self._up
+        if sock is None:
             return
-        self._up_out.add(self._tx.data_to_send())
+        self._sel.unregister(sock)
+        with contextlib.suppress(OSError):
+            sock.close()
+        self._up = None
+        self._up_out.clear()
+
+    def _lost(self, why: str) -> None:
+        self._do(self.core.handle(ConnectionLost(why), time.monotonic()))
 
     def _flush_up(self) -> None:
         sock, out = self._up, self._up_out
@@ -404,8 +382,8 @@ class Relay:
             out.consume(sent)
 
     def _read_up(self) -> None:
-        sock, tx = self._up, self._tx
-        assert sock is not None and tx is not None
+        sock, core = self._up, self.core
+        assert sock is not None
         for _ in range(READ_BURST):
             try:
                 n = sock.recv_into(self._rview)
@@ -419,13 +397,7 @@ class Relay:
             if not n:
                 self._lost("the server closed the connection")
                 return
-            self._last_rx = time.monotonic()
-            try:
-                tx.receive_data(self._rview[:n])  # the core copies what it keeps
-                self._server_events(tx)
-            except NBDError as exc:
-                self._lost(f"protocol error: {exc}")
-                return
+            self._do(core.handle(ServerData(self._rview[:n]), time.monotonic()))
             if self._up is None:
                 return
             # No break on a short read: a TLS read returns one record (16 KiB) at a time;
@@ -436,118 +408,22 @@ class Relay:
         self._flush_kernel()
         self._interest()
 
-    def _server_events(self, tx: ClientTransmission) -> None:
-        reads = self._reads
-        while True:
-            ev = tx.next_event()
-            if ev is NEED_DATA:
-                return
-            if isinstance(ev, ReadData):
-                reads[ev.cookie] = ev.data
-            elif isinstance(ev, ReplyDone):
-                req = self.pending.get(ev.cookie)
-                if req is None:
-                    log.warning("reply for unknown cookie %#x ignored", ev.cookie)
-                    continue
-                if ev.error == errno.ESHUTDOWN:
-                    # The server is going down (NBD_ESHUTDOWN): not the request's fault;
-                    # keep it pending and replay it on the next connection.
-                    self._lost("the server is shutting down (NBD_ESHUTDOWN)")
-                    return
-                data = reads.pop(ev.cookie, b"")
-                if not ev.ok:
-                    data = b""
-                if ev.ok and req.command == NBD_CMD_READ and len(data) != req.length:
-                    log.error("READ %#x: got %d bytes of %d", ev.cookie, len(data), req.length)
-                    self._answer(ev.cookie, errno.EIO)
-                    continue
-                if not ev.ok:
-                    log.info("%r failed at the server: %s %s", req, errno.errorcode.get(
-                        ev.error, ev.error), ev.message)
-                self._answer(ev.cookie, ev.error, data)
-            elif isinstance(ev, ConnectionClosed):
-                self._lost("the server closed the connection")
-                return
-            # ReadHole never comes with assemble_reads; ErrorChunk is repeated in ReplyDone.
-
     # ------------------------------------------------------------------ outages
-
-    def _lost(self, why: str) -> None:
-        sock = self._up
-        if sock is None:
-            return
-        self._sel.unregister(sock)
-        with contextlib.suppress(OSError):
-            sock.close()
-        self._up, self._tx = None, None
-        self._up_out.clear()
-        self._reads.clear()
-        self.stats.outages += 1
-        if self._outage_since is None:
-            self._outage_since = time.monotonic()
-        log.warning("server connection lost (%s); %d requests in flight; reconnecting",
-                    why, len(self.pending))
-        if not self._closing:
-            self._reconnector.start()
-        else:
-            self._fail_pending("the server went away after NBD_CMD_DISC")
 
     def _on_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
             self._wake_r.recv(4096)
         while not self._reconnector.results.empty():
-            self._reconnected(self._reconnector.results.get())
-
-    def _reconnected(self, up: Upstream) -> None:
-        if self._stopped or self._closing or self._up is not None:
-            up.sock.close()
-            return
-        if up.info.size != self.export.size:
-            log.error("the export changed size after reconnecting (%d bytes, was %d): "
-                      "refusing it; failing %d requests with EIO and retrying",
-                      up.info.size, self.export.size, len(self.pending))
-            up.sock.close()
-            self._failing = True
-            self._fail_pending("export size changed")
-            self._reconnector.start(first_delay=self.policy.maximum)
-            return
-        down = time.monotonic() - (self._outage_since or time.monotonic())
-        self._outage_since = None
-        self._failing = False
-        self.stats.outage_seconds += down
-        self.stats.outage_log.append(down)
-        self._install(up)
-        replay = list(self.pending.values())
-        self.stats.replayed += len(replay)
-        for req in replay:
-            self._forward(req)
-        log.warning("server back after %.2fs outage; replayed %d requests", down, len(replay))
+            up = self._reconnector.results.get()
+            if self._stopped:
+                up.sock.close()
+                continue
+            self._offered = up.sock
+            self._do(self.core.handle(Reconnected(up.info, up.trailing), time.monotonic()))
+            if self._offered is not None:  # neither accepted nor refused: not ours to keep
+                self._offered.close()
+                self._offered = None
         self._flush_up()
-        self._flush_kernel()
-        self._interest()
-
-    def _check_deadline(self) -> None:
-        timeout = self.policy.io_timeout
-        if (self._up is not None and self.pending and timeout is not None
-                and time.monotonic() > self._last_rx + timeout):
-            self._lost(f"no reply from the server for {timeout:.0f}s with "
-                       f"{len(self.pending)} requests outstanding")
-        if (self._outage_since is None or self._failing or self.policy.deadline is None
-                or time.monotonic() < self._outage_since + self.policy.deadline):
-            return
-        self._failing = True
-        log.error("server unreachable for %.1fs (deadline): failing %d requests with EIO; "
-                  "still reconnecting (%s)", self.policy.deadline, len(self.pending),
-                  self._reconnector.last_error or "no answer")
-        self._fail_pending("deadline")
-
-    def _fail_pending(self, why: str) -> None:
-        cookies = list(self.pending)
-        self.stats.failed_by_deadline += len(cookies)
-        for cookie in cookies:
-            self._answer(cookie, errno.EIO)
-        if cookies:
-            log.error("%d requests failed with EIO (%s)", len(cookies), why)
         self._flush_kernel()
         self._interest()
 
@@ -555,13 +431,13 @@ class Relay:
 
     def _shutdown(self) -> None:
         self._reconnector.stop()
-        if self._up is not None and self._tx is not None and self._closing:
+        bye = self.core.disconnect_bytes() if self._up is not None else b""
+        if self._up is not None and bye:
             try:
-                self._tx.send(Request(NBD_CMD_DISC))
                 self._up.setblocking(True)
                 self._up.settimeout(2.0)
-                self._up.sendall(self._tx.data_to_send())
-            except (ApplianceError, OSError):
+                self._up.sendall(bye)
+            except OSError:
                 pass
         for sock in (self._up, self.kernel, self._wake_r, self._wake_w):
             if sock is not None:

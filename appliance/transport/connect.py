@@ -14,6 +14,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from appliance.backoff import Backoff
 from appliance.errors import TransportError
 from appliance.nbd.uri import NBDURI
 
@@ -41,7 +42,7 @@ class ConnectPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (0-based)."""
-        return float(min(self.max_backoff, self.backoff * (2 ** attempt)))
+        return Backoff(self.backoff, self.max_backoff).delay(attempt)
 
 
 def _describe(exc: OSError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -9,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config.psk import generate_key, parse_psk_file, read_psk_file, write_psk_file
-from appliance.errors import ConfigError
+from appliance.config.psk import (
+    PSKey,
+    generate_key,
+    parse_psk_file,
+    read_keys,
+    read_psk_file,
+    write_psk_file,
+)
+from appliance.errors import ConfigError, PSKError, UsageError
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -71,3 +79,35 @@ def test_cli_bad_input_is_one_line() -> None:
     r = run("psk", "generate", "--identity", "a:b")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "psk identity must be" in r.stderr
+
+
+def test_strict_reader_refuses_a_key_file_others_can_read(tmp_path: Path) -> None:
+    """Was: ``appliance console --psk-file`` read a key file any user could read, although
+    the connection's reader (and the README) refuse one."""
+    path = tmp_path / "b7.psk"
+    write_psk_file(path, "board7", generate_key())
+    os.chmod(path, 0o644)
+    with pytest.raises(PSKError, match="chmod 600"):
+        read_psk_file(path)
+
+
+def test_one_error_type_for_every_psk_file_failure(tmp_path: Path) -> None:
+    assert issubclass(PSKError, ConfigError) and issubclass(PSKError, UsageError)
+    with pytest.raises(PSKError, match="cannot read PSK file"):
+        read_psk_file(tmp_path / "absent")
+    with pytest.raises(PSKError, match="cannot read PSK file"):
+        read_keys(str(tmp_path / "absent"))
+    with pytest.raises(PSKError, match="16-64 bytes"):
+        generate_key(8)
+
+
+def test_test_servers_key_file_is_written_by_the_same_module(tmp_path: Path) -> None:
+    from appliance.host.servers import make_psk
+
+    key = generate_key()
+    path = make_psk(tmp_path / "tls", "alice", key)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_psk_file(path) == ("alice", key)
+    assert read_keys(str(path)) == [PSKey("alice", key)]
+    make_psk(tmp_path / "tls", "alice")  # replaces it, as before
+    assert read_psk_file(path)[1] != key

@@ -168,13 +168,14 @@ def test_tls_psk_versions_with_gnutls_server(nbd_servers, psk_file, tmp_path, ve
     import ssl
 
     from appliance.client import Connection, negotiate
+    from appliance.config.psk import choose_psk, read_keys
     from appliance.nbd import Negotiated
     from appliance.nbd.uri import parse_uri
-    from appliance.transport.tls import choose_psk, psk_context, read_psk_file
+    from appliance.transport.tls import psk_context
 
     srv = nbd_servers.qemu_nbd(image(tmp_path, "raw"), psk_file=psk_file)
     uri = parse_uri(srv.uri())
-    ctx = psk_context(choose_psk(read_psk_file(str(psk_file)), "alice", str(psk_file)))
+    ctx = psk_context(choose_psk(read_keys(str(psk_file)), "alice", str(psk_file)))
     pinned = ssl.TLSVersion.TLSv1_2 if version == "TLSv1.2" else ssl.TLSVersion.TLSv1_3
     ctx.minimum_version = ctx.maximum_version = pinned
     n = negotiate(uri, context=ctx)

@@ -20,9 +20,9 @@ import pytest
 
 from appliance.client import export_info
 from appliance.config.model import Config
+from appliance.config.psk import PSKey
 from appliance.console.prompt import redact
 from appliance.nbd import NBD_CMD_READ
-from appliance.transport.tls import PSKey
 from tests import servers
 from tests.hostile.test_tls_downgrade import SCRIPTS
 from tests.hostile_server import HostileServer

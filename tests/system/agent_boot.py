@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.deadline import Deadline
 from appliance.host import demo
 
 BOOT_TIMEOUT = 300.0  # TCG on a loaded 2-core runner
@@ -56,8 +57,8 @@ def tcp_console_argv(argv: list[str], port: int, logfile: Path) -> list[str]:
 
 def wait_for_listen(port: int, timeout: float = 30.0) -> None:
     """Until QEMU accepts connections on ``port`` (checked without connecting)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    deadline = Deadline(timeout)
+    while not deadline.expired:
         with open("/proc/net/tcp", encoding="ascii") as f:
             if any(line.split()[1] == f"0100007F:{port:04X}" and line.split()[3] == "0A"
                    for line in f.readlines()[1:]):

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from appliance.console.expect import Expect, FdReader
+from appliance.deadline import Deadline
 
 KEY_PAUSE = 0.08  # seconds between keys: about 12 characters a second, a fast typist
 SERVING = re.compile(rb"demo: qemu-nbd \(pid (\d+)\) serves")
@@ -63,12 +64,12 @@ class DemoTerminal:
 
     def wait(self, timeout: float) -> int:
         """The demo's exit status (a signal as -N); waits at most ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while self.status is None:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 self.status = os.waitstatus_to_exitcode(status)
-            elif time.monotonic() > deadline:
+            elif deadline.expired:
                 raise TimeoutError(f"the demo (pid {self.pid}) still runs after {timeout:g} s")
             else:
                 time.sleep(0.1)
@@ -104,7 +105,7 @@ def alive(pid: int) -> bool:
 
 def wait_gone(pids: list[int], timeout: float) -> list[int]:
     """Those of ``pids`` still alive after up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+    deadline = Deadline(timeout)
+    while (left := [p for p in pids if alive(p)]) and not deadline.expired:
         time.sleep(0.1)
     return left

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from appliance.config.psk import choose_psk, read_keys
 from appliance.errors import TransportError, UsageError
 from appliance.nbd.uri import parse_uri
-from appliance.transport import ConnectPolicy, open_socket, read_psk_file
-from appliance.transport.tls import choose_psk, client_context
+from appliance.transport import ConnectPolicy, open_socket
+from appliance.transport.tls import client_context
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -26,7 +27,7 @@ def write(path: Path, text: str, mode: int = 0o600) -> Path:
 
 def test_psk_file_parsed_and_key_never_in_repr(tmp_path: Path) -> None:
     p = write(tmp_path / "k", f"# comment\n\nalice:{KEY}\nbob:{'ff' * 16}\n")
-    keys = read_psk_file(str(p))
+    keys = read_keys(str(p))
     assert [k.identity for k in keys] == ["alice", "bob"]
     assert keys[0].key == bytes.fromhex(KEY)
     assert KEY not in repr(keys[0])
@@ -37,7 +38,7 @@ def test_psk_file_parsed_and_key_never_in_repr(tmp_path: Path) -> None:
 def test_psk_file_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
     p = write(tmp_path / "k", f"alice:{KEY}\n", mode)
     with pytest.raises(UsageError, match="chmod 600"):
-        read_psk_file(str(p))
+        read_keys(str(p))
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
@@ -50,21 +51,21 @@ def test_psk_file_readable_by_others_is_refused(tmp_path: Path, mode: int) -> No
 def test_bad_psk_files(tmp_path: Path, text: str, fragment: str) -> None:
     p = write(tmp_path / "k", text)
     with pytest.raises(UsageError, match=fragment) as info:
-        read_psk_file(str(p))
+        read_keys(str(p))
     assert KEY not in str(info.value)
 
 
 def test_missing_psk_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read PSK file"):
-        read_psk_file(str(tmp_path / "nope"))
+        read_keys(str(tmp_path / "nope"))
 
 
 def test_identity_choice(tmp_path: Path) -> None:
     p = write(tmp_path / "k", f"alice:{KEY}\nbob:{KEY}\n")
-    keys = read_psk_file(str(p))
+    keys = read_keys(str(p))
     with pytest.raises(UsageError, match="no key for identity 'carol'"):
         choose_psk(keys, "carol", str(p))
-    single = read_psk_file(str(write(tmp_path / "one", f"solo:{KEY}\n")))
+    single = read_keys(str(write(tmp_path / "one", f"solo:{KEY}\n")))
     assert choose_psk(single, None, "one").identity == "solo"
 
 

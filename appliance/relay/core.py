@@ -1,0 +1,409 @@
+"""The relay's decisions, sans-IO: events in, actions out, an explicit state.
+
+:class:`RelayCore` knows nothing of sockets, threads or the clock: the driver
+(:mod:`appliance.relay.relay`) hands it events -- a kernel request, bytes from the server,
+the connection lost, a new connection offered, a clock tick -- each with the time ``now``,
+and carries out the actions it returns: answer the kernel, drop the server connection,
+start reconnecting, accept or refuse an offered connection.  Bytes for the server are
+pulled with :meth:`RelayCore.data_for_server` (the core owns the server side's
+:class:`~appliance.nbd.ClientTransmission`, itself sans-IO).
+
+States (:class:`RelayState`)::
+
+    CONNECTED --lost / io timeout--> OUTAGE --deadline--> FAILING
+        ^                              |                     |
+        +------- reconnected, same size (replay) ------------+
+    CONNECTED --DISC--> DRAINING --no request left / lost / drain timeout--> DONE
+    OUTAGE, FAILING --DISC--> DONE (waiting requests fail with EIO)
+
+A reconnection whose export changed size is refused: waiting requests fail with EIO,
+the state becomes FAILING and reconnecting starts again after the backoff's maximum.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+from dataclasses import dataclass, field
+
+from appliance.errors import LocalProtocolError, NBDError
+from appliance.nbd import (
+    NBD_CMD_DISC,
+    NBD_CMD_READ,
+    NEED_DATA,
+    ClientTransmission,
+    ConnectionClosed,
+    ExportInfo,
+    ReadData,
+    ReplyDone,
+    Request,
+)
+from appliance.relay.policy import ReconnectPolicy
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT = 30.0         # after NBD_CMD_DISC: how long to wait for in-flight replies
+
+
+class RelayState(enum.Enum):
+    """Where the relay stands with the server."""
+
+    CONNECTED = "connected"  # forwarding to the server
+    OUTAGE = "outage"        # the server is away; requests wait for the replay
+    FAILING = "failing"      # away past the deadline, or the export changed: EIO at once
+    DRAINING = "draining"    # NBD_CMD_DISC received; waiting for the requests in flight
+    DONE = "done"            # nothing left to relay
+
+
+@dataclass
+class RelayStats:
+    """Counters a status line or a test can read."""
+
+    requests: int = 0
+    replies: int = 0
+    errors: int = 0
+    outages: int = 0
+    replayed: int = 0
+    outage_seconds: float = 0.0
+    failed_by_deadline: int = 0
+    bytes_to_kernel: int = 0
+    outage_log: list[float] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class KernelRequest:
+    """The kernel sent ``request`` (its handle is the cookie)."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class ServerData:
+    """Bytes of the server's replies arrived (the core parses them at once)."""
+
+    data: bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """The server connection broke (EOF, reset, TLS error)."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected:
+    """A new, negotiated server connection is offered; ``trailing``: bytes read past it."""
+
+    info: ExportInfo
+    trailing: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed (the driver's select timed out, or any loop turn)."""
+
+
+RelayEvent = KernelRequest | ServerData | ConnectionLost | Reconnected | Tick
+
+
+# ---------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Send the kernel a simple reply (``error`` is a local errno, 0 for success)."""
+
+    cookie: int
+    error: int = 0
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class DropServer:
+    """Close the server connection."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Start reconnecting (after ``delay`` seconds); a no-op while already trying."""
+
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptServer:
+    """Use the offered connection from now on (send :meth:`RelayCore.data_for_server`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefuseServer:
+    """Close the offered connection unused."""
+
+    why: str
+
+
+RelayAction = Answer | DropServer | Reconnect | AcceptServer | RefuseServer
+
+
+class RelayCore:
+    """Pending requests, replay, deadline and outage accounting for one kernel export.
+
+    ``info`` is the export given to the kernel (every reconnection must have its size);
+    the first connection is already up, so the core starts CONNECTED at ``now`` (feed it
+    the bytes read past that connection's negotiation as :class:`ServerData`).
+    """
+
+    def __init__(self, info: ExportInfo, policy: ReconnectPolicy, now: float) -> None:
+        self.export = info
+        self.policy = policy
+        self.stats = RelayStats()
+        self.pending: dict[int, Request] = {}  # by cookie, in the kernel's order
+        self.state = RelayState.CONNECTED
+        self.gave_up = False                   # DONE by the drain timeout
+        self._reads: dict[int, bytes] = {}     # assembled READ data until its ReplyDone
+        self._last_rx = now
+        self._outage_since: float | None = None
+        self._drain_until = 0.0
+        self._tx: ClientTransmission | None = ClientTransmission(info, assemble_reads=True)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def connected(self) -> bool:
+        """A server connection is in use."""
+        return self._tx is not None
+
+    def handle(self, event: RelayEvent, now: float) -> list[RelayAction]:
+        """Take one event at time ``now``; return what the driver must do, in order."""
+        out: list[RelayAction] = []
+        if isinstance(event, KernelRequest):
+            self._on_request(event.request, now, out)
+        elif isinstance(event, ServerData):
+            self._on_data(event.data, now, out)
+        elif isinstance(event, Tick):
+            self._on_tick(now, out)
+        elif isinstance(event, ConnectionLost):
+            self._lose(event.why, now, out)
+        else:
+            self._on_reconnected(event, now, out)
+        return out
+
+    def data_for_server(self) -> bytes:
+        """Bytes to write to the server connection (forwarded and replayed requests)."""
+        return b"" if self._tx is None else self._tx.data_to_send()
+
+    def disconnect_bytes(self) -> bytes:
+        """NBD_CMD_DISC for the server, when the kernel disconnected and it is still up."""
+        if self._tx is None or self.state not in (RelayState.DRAINING, RelayState.DONE):
+            return b""
+        try:
+            self._tx.send(Request(NBD_CMD_DISC))
+        except NBDError:
+            return b""
+        return self._tx.data_to_send()
+
+    def timeout(self, now: float) -> float | None:
+        """Seconds until the next :class:`Tick` matters (None: only events matter): the
+        earliest of the silence timeout, the outage deadline and the drain timeout."""
+        deadline, io_timeout = self.policy.deadline, self.policy.io_timeout
+        ends = []
+        if self._tx is not None and self.pending and io_timeout is not None:
+            ends.append(self._last_rx + io_timeout)
+        if self.state is RelayState.OUTAGE and deadline is not None:
+            assert self._outage_since is not None
+            ends.append(self._outage_since + deadline)
+        if self.state in (RelayState.DRAINING, RelayState.DONE) and not self.gave_up:
+            ends.append(self._drain_until)
+        return max(0.0, min(ends) - now) if ends else None
+
+    # ------------------------------------------------------------------ kernel
+
+    def _on_request(self, req: Request, now: float, out: list[RelayAction]) -> None:
+        if req.command == NBD_CMD_DISC:
+            self._on_disc(now, out)
+            return
+        assert req.cookie is not None
+        self.stats.requests += 1
+        if not self.pending:
+            self._last_rx = now  # the silence clock starts with the first request
+        self.pending[req.cookie] = req
+        if self._tx is not None:
+            self._forward(req, out)
+        elif self.state is not RelayState.OUTAGE:
+            self._answer(req.cookie, errno.EIO, b"", out)
+
+    def _on_disc(self, now: float, out: list[RelayAction]) -> None:
+        if self.state in (RelayState.DRAINING, RelayState.DONE):
+            return
+        log.info("the kernel sent NBD_CMD_DISC; finishing %d requests", len(self.pending))
+        self._drain_until = now + DRAIN_TIMEOUT
+        if self._tx is None:  # nothing will come back: reconnecting stops with the relay
+            self._fail_pending("the kernel disconnected during an outage", out)
+            self.state = RelayState.DONE
+            return
+        self.state = RelayState.DRAINING
+        self._check_drained()
+
+    def _forward(self, req: Request, out: list[RelayAction]) -> None:
+        assert self._tx is not None and req.cookie is not None
+        try:
+            self._tx.check(req)  # an invalid request must not make the connection unusable
+            self._tx.send(req)
+        except LocalProtocolError as exc:
+            # The export does not allow it (e.g. it became read-only): fail this one.
+            log.warning("cannot forward %r: %s", req, exc)
+            self._answer(req.cookie, exc.errno, b"", out)
+
+    def _answer(self, cookie: int, error: int, data: bytes, out: list[RelayAction]) -> None:
+        self.pending.pop(cookie, None)
+        self.stats.replies += 1
+        if error:
+            self.stats.errors += 1
+        out.append(Answer(cookie, error, data))
+
+    def _check_drained(self) -> None:
+        if self.state is RelayState.DRAINING and not self.pending:
+            self.state = RelayState.DONE
+
+    # ------------------------------------------------------------------ server
+
+    def _on_data(self, data: bytes | bytearray | memoryview, now: float,
+                 out: list[RelayAction]) -> None:
+        tx = self._tx
+        if tx is None:
+            return
+        self._last_rx = now
+        try:
+            tx.receive_data(data)  # the core copies what it keeps
+            self._server_events(tx, now, out)
+        except NBDError as exc:
+            self._lose(f"protocol error: {exc}", now, out)
+        self._check_drained()
+
+    def _server_events(self, tx: ClientTransmission, now: float,
+                       out: list[RelayAction]) -> None:
+        reads = self._reads
+        while self._tx is tx:
+            ev = tx.next_event()
+            if ev is NEED_DATA:
+                return
+            if isinstance(ev, ReadData):
+                reads[ev.cookie] = ev.data
+            elif isinstance(ev, ReplyDone):
+                self._on_reply(ev, now, out)
+            elif isinstance(ev, ConnectionClosed):
+                self._lose("the server closed the connection", now, out)
+            # ReadHole never comes with assemble_reads; ErrorChunk is repeated in ReplyDone.
+
+    def _on_reply(self, ev: ReplyDone, now: float, out: list[RelayAction]) -> None:
+        req = self.pending.get(ev.cookie)
+        if req is None:
+            log.warning("reply for unknown cookie %#x ignored", ev.cookie)
+            return
+        if ev.error == errno.ESHUTDOWN:
+            # The server is going down (NBD_ESHUTDOWN): not the request's fault; keep it
+            # pending and replay it on the next connection.
+            self._lose("the server is shutting down (NBD_ESHUTDOWN)", now, out)
+            return
+        data = self._reads.pop(ev.cookie, b"")
+        if not ev.ok:
+            data = b""
+        if ev.ok and req.command == NBD_CMD_READ and len(data) != req.length:
+            log.error("READ %#x: got %d bytes of %d", ev.cookie, len(data), req.length)
+            self._answer(ev.cookie, errno.EIO, b"", out)
+            return
+        if not ev.ok:
+            log.info("%r failed at the server: %s %s", req,
+                     errno.errorcode.get(ev.error, ev.error), ev.message)
+        self._answer(ev.cookie, ev.error, data, out)
+
+    # ------------------------------------------------------------------ outages
+
+    def _lose(self, why: str, now: float, out: list[RelayAction]) -> None:
+        if self._tx is None:
+            return
+        self._tx = None
+        self._reads.clear()
+        self.stats.outages += 1
+        if self._outage_since is None:
+            self._outage_since = now
+        out.append(DropServer(why))
+        log.warning("server connection lost (%s); %d requests in flight; reconnecting",
+                    why, len(self.pending))
+        if self.state is RelayState.CONNECTED:
+            self.state = RelayState.OUTAGE
+            out.append(Reconnect())
+            return
+        self._fail_pending("the server went away after NBD_CMD_DISC", out)
+        self.state = RelayState.DONE
+
+    def _on_reconnected(self, ev: Reconnected, now: float, out: list[RelayAction]) -> None:
+        if self.state not in (RelayState.OUTAGE, RelayState.FAILING):
+            out.append(RefuseServer(f"not needed in state {self.state.value}"))
+            return
+        if ev.info.size != self.export.size:
+            log.error("the export changed size after reconnecting (%d bytes, was %d): "
+                      "refusing it; failing %d requests with EIO and retrying",
+                      ev.info.size, self.export.size, len(self.pending))
+            out.append(RefuseServer("export size changed"))
+            self.state = RelayState.FAILING
+            self._fail_pending("export size changed", out)
+            out.append(Reconnect(self.policy.maximum))
+            return
+        since = self._outage_since if self._outage_since is not None else now
+        down = now - since
+        self._outage_since = None
+        self.stats.outage_seconds += down
+        self.stats.outage_log.append(down)
+        self.state = RelayState.CONNECTED
+        out.append(AcceptServer())
+        self._install(ev.info, ev.trailing, now, out)
+        replay = list(self.pending.values())
+        self.stats.replayed += len(replay)
+        for req in replay:
+            if self._tx is None:
+                break  # the trailing bytes already broke the new connection
+            self._forward(req, out)
+        log.warning("server back after %.2fs outage; replayed %d requests", down, len(replay))
+
+    def _install(self, info: ExportInfo, trailing: bytes, now: float,
+                 out: list[RelayAction]) -> None:
+        self._last_rx = now
+        self._tx = ClientTransmission(info, assemble_reads=True)
+        if trailing:
+            self._on_data(trailing, now, out)
+
+    def _on_tick(self, now: float, out: list[RelayAction]) -> None:
+        timeout = self.policy.io_timeout
+        if (self._tx is not None and self.pending and timeout is not None
+                and now > self._last_rx + timeout):
+            self._lose(f"no reply from the server for {timeout:.0f}s with "
+                       f"{len(self.pending)} requests outstanding", now, out)
+        deadline = self.policy.deadline
+        if (self.state is RelayState.OUTAGE and deadline is not None
+                and self._outage_since is not None and now >= self._outage_since + deadline):
+            self.state = RelayState.FAILING
+            log.error("server unreachable for %.1fs (deadline): failing %d requests with EIO; "
+                      "still reconnecting", deadline, len(self.pending))
+            self._fail_pending("deadline", out)
+        if (self.state in (RelayState.DRAINING, RelayState.DONE) and not self.gave_up
+                and now > self._drain_until):
+            if self.pending:
+                log.warning("giving up on %d requests after NBD_CMD_DISC", len(self.pending))
+            self.gave_up = True
+            self.state = RelayState.DONE
+
+    def _fail_pending(self, why: str, out: list[RelayAction]) -> None:
+        cookies = list(self.pending)
+        self.stats.failed_by_deadline += len(cookies)
+        for cookie in cookies:
+            self._answer(cookie, errno.EIO, b"", out)
+        if cookies:
+            log.error("%d requests failed with EIO (%s)", len(cookies), why)
