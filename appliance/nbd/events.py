@@ -55,6 +55,7 @@ class ExportInfo:
     structured_replies: bool = False
     extended_headers: bool = False
     block_size_sent: bool = False  # the server sent NBD_INFO_BLOCK_SIZE
+    fixed_newstyle: bool = True  # False: plain newstyle (NBD_OPT_EXPORT_NAME only)
 
     def _has(self, flag: int) -> bool:
         return bool(self.flags & int(flag))
