@@ -20,8 +20,10 @@ def _interrupted_early(signum: int, frame: object) -> None:
     raise SystemExit(130)
 
 
+# First thing: an early Ctrl-C is quiet from here on (main() restores the default).  Not
+# from another thread, which may not set handlers (and then leaves signals alone).
 if threading.current_thread() is threading.main_thread():
-    signal.signal(signal.SIGINT, _interrupted_early)
+    signal.signal(signal.SIGINT, _interrupted_early)  # EARLY-SIGINT
 
 import argparse  # noqa: E402 - after the SIGINT handler, so an early Ctrl-C is quiet
 import importlib  # noqa: E402
