@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEBS_COMMON=(qemu-utils nbdkit libnbd-bin mmdebstrap arch-test
+DEBS_COMMON=(qemu-utils nbdkit nbd-server libnbd-bin mmdebstrap arch-test
              device-tree-compiler swig dnsmasq-base iproute2 socat kmod cpio xz-utils busybox
              u-boot-tools e2fsprogs qemu-user-static)
 

@@ -45,6 +45,10 @@ class ServerFactory:
         return self._track(lambda: servers.start_nbdkit(plugin, *args, tmp=self._dir("nbdkit"),
                                                         **kwargs))
 
+    def nbd_server(self, image: Path, **kwargs: Any) -> servers.NBDServer:
+        return self._track(lambda: servers.start_nbd_server(image, self._dir("nbd-server"),
+                                                            **kwargs))
+
     def _track(self, start: Any) -> servers.NBDServer:
         server: servers.NBDServer = start()
         self.started.append(server)

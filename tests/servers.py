@@ -17,6 +17,7 @@ from appliance.host.servers import (
     make_x509,
     qemu_io_write,
     require,
+    start_nbd_server,
     start_nbdkit,
     start_qemu_nbd,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "make_x509",
     "qemu_io_write",
     "require",
+    "start_nbd_server",
     "start_nbdkit",
     "start_qemu_nbd",
 ]

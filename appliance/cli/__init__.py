@@ -9,15 +9,30 @@ boot path stay fast on the board.  This is the only place that turns an
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import importlib.util
-import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
 
-from appliance import __version__
-from appliance.errors import ApplianceError
+
+def _interrupted_early(signum: int, frame: object) -> None:
+    """Ctrl-C while the command line is still starting up: exit quietly, no traceback."""
+    print("appliance: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+# First thing: an early Ctrl-C is quiet from here on (main() restores the default).  Not
+# from another thread, which may not set handlers (and then leaves signals alone).
+if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGINT, _interrupted_early)  # EARLY-SIGINT
+
+import argparse  # noqa: E402 - after the SIGINT handler, so an early Ctrl-C is quiet
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
+import logging  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from appliance import __version__  # noqa: E402
+from appliance.errors import ApplianceError  # noqa: E402
 
 # Modules under appliance.cli (the board's commands), in the order they appear in --help;
 # the host's commands (appliance.host.cli) follow where that package exists.
@@ -57,6 +72,16 @@ def command_modules() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``appliance`` command line; return the process exit code."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("appliance: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)

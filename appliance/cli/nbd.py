@@ -7,7 +7,9 @@ Owns the command line and the human/JSON output; the work is done by
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import operator
 import re
 import sys
 import threading
@@ -30,6 +32,19 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _SUFFIX[m.group(2)]
 
 
+DEFAULT_MAP = "base:allocation"
+MIN_REQUEST, MAX_REQUEST = 4096, 32 << 20
+
+
+def request_size(text: str) -> int:
+    """``--request-size``: a power of two from 4096 to 32M, as nbdcopy requires."""
+    n = parse_size(text)
+    if n & (n - 1) or not MIN_REQUEST <= n <= MAX_REQUEST:
+        raise argparse.ArgumentTypeError(f"request size {text!r} must be a power of two from "
+                                         "4096 to 32M")
+    return n
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -49,9 +64,9 @@ def register(subparsers: Any) -> None:
 
     info = sub.add_parser("info", help="show an export's size, flags, block sizes, contexts",
                           description="Show what the server says about an export (like nbdinfo).")
-    info.add_argument("uri", metavar="URI", help=URI_HELP)
+    info.add_argument("uri", metavar="URI", nargs="?", help=URI_HELP)
     info.add_argument("--json", action="store_true", help="print JSON (nbdinfo --json layout)")
-    info.add_argument("--map", nargs="?", const="base:allocation", metavar="CONTEXT",
+    info.add_argument("--map", nargs="?", const=DEFAULT_MAP, metavar="CONTEXT",
                       help="print the export's extents for CONTEXT (default base:allocation)")
     info.add_argument("--list", action="store_true", help="show every export on the server")
     info.set_defaults(func=cmd_info)
@@ -64,16 +79,18 @@ def register(subparsers: Any) -> None:
 
     cp = sub.add_parser("copy", help="copy between NBD exports and local files",
                         description="Copy SRC to DST (like nbdcopy).  Each side is an NBD URI or "
-                        "a local file; DST may be '-' (stdout) or /dev/null.  Holes are not "
-                        "written (sparse-aware); several requests are kept in flight.")
+                        "a local file; DST may be '-' (stdout) or /dev/null.  Holes and blocks of "
+                        "zeroes are not written as data (they become holes or WRITE_ZEROES); "
+                        "several requests are kept in flight.")
     cp.add_argument("src", metavar="SRC", help="source: NBD URI or file")
     cp.add_argument("dst", metavar="DST", help="destination: NBD URI, file, '-' or /dev/null")
     cp.add_argument("-C", "--connections", type=_positive, default=None,
                     help="connections per NBD side, if the server allows multi-conn (default 4)")
     cp.add_argument("-R", "--requests", type=_positive, default=64,
                     help="requests in flight per connection (default 64)")
-    cp.add_argument("--request-size", type=parse_size, default=256 << 10, metavar="SIZE",
-                    help="bytes per read request, e.g. 256K or 1M (default 256K)")
+    cp.add_argument("--request-size", type=request_size, default=256 << 10, metavar="SIZE",
+                    help="bytes per request, a power of two from 4K to 32M (default 256K); "
+                    "requests are split further to each server's maximum block size")
     cp.add_argument("--destination-is-zero", action="store_true",
                     help="the NBD destination already reads as zeroes: skip writing zeroes")
     cp.add_argument("-p", "--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -95,21 +112,33 @@ def _flags(info: Any) -> dict[str, Any]:
         "can_fast_zero": info.can_fast_zero, "can_flush": info.can_flush,
         "can_fua": info.can_fua, "can_multi_conn": info.can_multi_conn,
         "can_trim": info.can_trim, "can_zero": info.can_write_zeroes,
-        "block_size_minimum": info.min_block_size,
-        "block_size_preferred": info.preferred_block_size,
-        "block_size_maximum": info.max_block_size,
-    }
+    } | _block_sizes(info)
+
+
+def _block_sizes(info: Any) -> dict[str, int]:
+    """The block sizes the server sent (NBD_INFO_BLOCK_SIZE); none when it sent none, as
+    nbdinfo does (the client still uses proto.md's defaults internally)."""
+    if not info.block_size_sent:
+        return {}
+    return {"block_size_minimum": info.min_block_size,
+            "block_size_preferred": info.preferred_block_size,
+            "block_size_maximum": info.max_block_size}
 
 
 def _export_facts(uri: Any) -> dict[str, Any]:
-    from appliance.client import export_info, list_meta_contexts
+    from appliance.client import connect, list_meta_contexts
     from appliance.errors import OptionError
 
-    info = export_info(uri)
-    try:
-        contexts = list(list_meta_contexts(uri))
-    except OptionError:  # a server without NBD_OPT_LIST_META_CONTEXT
-        contexts = []
+    # NBD_OPT_GO (NBD_OPT_EXPORT_NAME on a plain newstyle server) learns the same facts as
+    # NBD_OPT_INFO and works on every newstyle server.
+    with connect(uri) as conn:
+        info = conn.info
+    contexts: list[str] = []
+    if info.structured_replies:  # without structured replies there are no contexts
+        try:
+            contexts = list(list_meta_contexts(uri))
+        except OptionError:  # a server without NBD_OPT_LIST_META_CONTEXT
+            contexts = []
     facts: dict[str, Any] = {"export-name": info.name or uri.export, "uri": str(uri)}
     if info.description:
         facts["description"] = info.description
@@ -118,11 +147,12 @@ def _export_facts(uri: Any) -> dict[str, Any]:
     facts.update(_flags(info))
     facts["_structured"] = info.structured_replies
     facts["_extended"] = info.extended_headers
+    facts["_protocol"] = "newstyle-fixed" if info.fixed_newstyle else "newstyle"
     return facts
 
 
 def _print_export(e: dict[str, Any]) -> None:
-    print(f"export={json.dumps(e['export-name'])}:")
+    print(f"export={json.dumps(e['export-name'], ensure_ascii=False)}:")
     if "description" in e:
         print(f"\tdescription: {e['description']}")
     print(f"\texport-size: {e['export-size']} ({_human(e['export-size'])})")
@@ -150,7 +180,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from appliance.client import list_exports
     from appliance.nbd.uri import parse_uri
 
-    uri = parse_uri(args.uri)
+    uri = parse_uri(_info_uri(args))
     if args.map:
         return _print_map(uri, args.map, args.json)
     uris = [uri]
@@ -161,21 +191,36 @@ def cmd_info(args: argparse.Namespace) -> int:
     first = exports[0] if exports else {}
     structured = first.get("_structured", True)
     extended = first.get("_extended", False)
+    protocol = first.get("_protocol", "newstyle-fixed")
     for e in exports:
-        e.pop("_structured", None)
-        e.pop("_extended", None)
+        for key in ("_structured", "_extended", "_protocol"):
+            e.pop(key, None)
     if args.json:
-        print(json.dumps({"protocol": "newstyle-fixed", "TLS": uri.tls,
+        print(json.dumps({"protocol": protocol, "TLS": uri.tls,
                           "structured": structured, "extended": extended,
-                          "exports": exports}, indent=2))
+                          "exports": exports}, indent=2, ensure_ascii=False))
         return 0
     tls = "with TLS" if uri.tls else "without TLS"
     packets = "extended headers" if extended else (
         "structured packets" if structured else "simple packets")
-    print(f"protocol: newstyle-fixed {tls}, using {packets}")
+    print(f"protocol: {protocol} {tls}, using {packets}")
     for e in exports:
         _print_export(e)
     return 0
+
+
+def _info_uri(args: argparse.Namespace) -> str:
+    """The URI, also when given after a bare ``--map`` (``info --map URI``, as nbdinfo
+    accepts): a --map value that is an NBD URI is the URI, the context the default."""
+    from appliance.copy import is_uri
+
+    if args.map and is_uri(args.map) and (args.uri is None or not is_uri(args.uri)):
+        if args.uri is not None:  # info --map URI CONTEXT: not nbdinfo's syntax either
+            raise UsageError(f"give the context as --map={args.uri}, then the URI")
+        args.uri, args.map = args.map, DEFAULT_MAP
+    if args.uri is None:
+        raise UsageError("nbd info needs an NBD URI (" + URI_HELP + ")")
+    return str(args.uri)
 
 
 def _with_export(text: str, name: str) -> str:
@@ -202,31 +247,71 @@ def _print_map(uri: Any, context: str, as_json: bool) -> int:
     from appliance.client import connect
 
     with connect(uri, meta_contexts=(context,)) as conn:
+        if not conn.info.structured_replies:
+            raise UsageError(f"{uri.address}: the server does not do structured replies, so "
+                             f"it has no metadata contexts ({uri})")
         if context not in conn.info.meta_contexts:
             raise UsageError(f"{uri.address}: the server does not offer metadata context "
                              f"{context!r} ({uri})")
-        rows: list[dict[str, Any]] = []
-        off, size = 0, conn.info.size
-        while off < size:
-            extents = conn.block_status(off, min(size - off, 1 << 30)).get(context, [])
-            if not extents:
-                raise UsageError(f"{uri.address}: no extents at offset {off} ({uri})")
-            for e in extents:
-                n = min(e.length, size - off)
-                if rows and rows[-1]["type"] == e.flags:
-                    rows[-1]["length"] += n
-                else:
-                    rows.append({"offset": off, "length": n, "type": e.flags,
-                                 "description": _describe(context, e.flags)})
-                off += n
-                if off >= size:
-                    break
-    if as_json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['offset']:>20} {r['length']:>20} {r['type']:>4}  {r['description']}")
+        offsets, lengths, types = _collect_map(conn, context)
+    names = {t: _describe(context, t) for t in set(types)}
+    out = sys.stdout
+    if as_json:  # the layout of json.dumps(rows, indent=2), without building a million dicts
+        quoted = {t: json.dumps(d, ensure_ascii=False) for t, d in names.items()}
+        rows = ",\n".join(
+            f'  {{\n    "offset": {o},\n    "length": {n},\n    "type": {t},\n'
+            f'    "description": {quoted[t]}\n  }}' for o, n, t in
+            zip(offsets, lengths, types, strict=True))
+        out.write(f"[\n{rows}\n]\n" if rows else "[]\n")
+        return 0
+    # Rows as "%20d %20d %4d  %s": per-column C-level maps (a million rows), lengths and
+    # type columns formatted once per distinct value.
+    tails = {t: f"{t:>4}  {d}\n" for t, d in names.items()}
+    for start in range(0, len(offsets), MAP_BATCH):  # bounded memory for the text
+        end = start + MAP_BATCH
+        lens = lengths[start:end]
+        length_text = {n: f"{n:>20} " for n in set(lens)}
+        out.write("".join(itertools.chain.from_iterable(zip(
+            map("%20d ".__mod__, offsets[start:end]), map(length_text.__getitem__, lens),
+            map(tails.__getitem__, types[start:end]), strict=True))))
     return 0
+
+
+MAP_BATCH = 1 << 16  # text rows per write
+
+
+def _collect_map(conn: Any, context: str) -> tuple[list[int], list[int], list[int]]:
+    """(offsets, lengths, types) of the whole export, adjacent same-type extents merged.
+
+    A reply can describe a million extents: the per-extent work is done by C-level
+    ``map``/``accumulate`` calls, with a plain loop only where extents need merging.
+    """
+    from appliance.client.extents import walk
+
+    lengths: list[int] = []
+    types: list[int] = []
+    for _, extents in walk(conn, context):  # in order, clipped, without gaps
+        lens = list(map(_LENGTH, extents))
+        flags = list(map(_FLAGS, extents))
+        if (types and flags[0] == types[-1]) or any(map(operator.eq, flags, flags[1:])):
+            _merge_into(lengths, types, lens, flags)
+        else:
+            lengths += lens
+            types += flags
+    offsets = list(itertools.accumulate(lengths, initial=0))[:-1]
+    return offsets, lengths, types
+
+
+_LENGTH, _FLAGS = operator.itemgetter(0), operator.itemgetter(1)
+
+
+def _merge_into(lengths: list[int], types: list[int], lens: list[int], flags: list[int]) -> None:
+    for n, t in zip(lens, flags, strict=True):
+        if types and types[-1] == t:
+            lengths[-1] += n
+        else:
+            lengths.append(n)
+            types.append(t)
 
 
 # ----------------------------------------------------------------------------- list
@@ -239,7 +324,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     exports = list_exports(args.uri)
     if args.json:
         print(json.dumps([{"export-name": e.name, "description": e.description}
-                          for e in exports], indent=2))
+                          for e in exports], indent=2, ensure_ascii=False))
         return 0
     for e in exports:
         name = e.name if e.name else '""'

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 RECV_BUFFER = 1 << 20  # big reads; smaller than L2-hostile multi-MiB copies
 
+DRAIN_TIMEOUT = 5.0  # close(): longest wait for the replies to requests still in flight
+
 TLS_RECORD = 16 * 1024 + 256  # largest TLS plaintext record, with room to spare
 
 Handler = Callable[[ClientTransmissionEvent], None]
@@ -296,11 +298,20 @@ class Connection:
     # ----------------------------------------------------------------- teardown
 
     def close(self) -> None:
-        """Send NBD_CMD_DISC (if the connection still works) and close the socket."""
+        """Send NBD_CMD_DISC and close the socket.
+
+        proto.md: the client SHOULD wait until no requests are in flight before sending
+        NBD_CMD_DISC.  With requests still in flight (an error, SIGINT, a closed pipe)
+        their replies are read and dropped first, for at most ``DRAIN_TIMEOUT`` seconds;
+        a disconnect or a close racing the server's replies makes nbdkit 1.32 abort.
+        If they do not all arrive in time, the socket is closed without NBD_CMD_DISC.
+        """
         if self._closed:
             return
+        if self.dead is None and self._requests:
+            self._drain(DRAIN_TIMEOUT)
         self._closed = True
-        if self.dead is None:
+        if self.dead is None and not self._requests:
             with contextlib.suppress(NBDError, OSError):
                 self._tx.send(Request(NBD_CMD_DISC))
                 self.sock.sendall(self._tx.data_to_send())
@@ -308,6 +319,24 @@ class Connection:
                 self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+    def _drain(self, limit: float) -> None:
+        """Read and drop the replies to every request in flight, for at most ``limit`` s."""
+        self._handlers.clear()  # nobody wants the data any more
+        deadline = time.monotonic() + limit
+        done: list[Completion] = []
+        try:
+            self.send_queued()
+            while self._requests:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.info("%s: %s after %gs; closing without NBD_CMD_DISC",
+                             self.uri.address, self._when(), limit)
+                    return
+                self.sock.settimeout(min(left, self.timeout))
+                self._receive_some(done)
+        except NBDError:  # the connection died meanwhile: nothing left to wait for
+            return
 
     def __enter__(self) -> Connection:
         return self

@@ -9,6 +9,7 @@ handle (every worker has its own NBD connection).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import sys
@@ -17,9 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from appliance.client import Connection, connect
-from appliance.errors import UsageError
+from appliance.errors import ApplianceError, UsageError
 from appliance.nbd import NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES, Request
 from appliance.nbd.uri import NBDURI, parse_uri
+
+from .zeroes import runs as zero_runs
 
 ZERO_CHUNK = 1 << 20
 BASE_ALLOCATION = "base:allocation"
@@ -82,7 +85,17 @@ def open_source(text: str) -> Endpoint:
         fd = os.open(text, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise UsageError(f"cannot open source {text}: {exc.strerror}") from None
-    size = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"cannot copy from {text}: Is a directory")
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            raise UsageError(f"cannot copy from {text}: not a regular file or block device "
+                                 "(pipes and character devices have no size)")
+        size = os.lseek(fd, 0, os.SEEK_END)
+    except BaseException:
+        os.close(fd)
+        raise
     return Endpoint(text, size, path=text, kind="file", fd=fd)
 
 
@@ -100,8 +113,22 @@ def open_destination(text: str, size: int, *, destination_is_zero: bool) -> Endp
                              f"{size}-byte source ({uri})")
         return Endpoint(text, conn.info.size, uri=uri, first=conn, known_zero=destination_is_zero)
     if text == "-":
-        return Endpoint("-", size, kind="stdout", fd=sys.stdout.fileno())
+        return Endpoint("-", size, kind="stdout", fd=_stdout_fd())
     return _open_file_destination(text, size)
+
+
+def _stdout_fd() -> int:
+    """The file descriptor of standard output, which must be open and writable."""
+    if sys.stdout is None:  # Python found file descriptor 1 closed at start-up
+        raise ApplianceError("cannot write to standard output: it is closed")
+    try:
+        fd = sys.stdout.fileno()
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except (OSError, ValueError, AttributeError):
+        raise ApplianceError("cannot write to standard output: it is closed") from None
+    if flags & os.O_ACCMODE == os.O_RDONLY:
+        raise ApplianceError("cannot write to standard output: it is open read-only")
+    return fd
 
 
 def _open_file_destination(path: str, size: int) -> Endpoint:
@@ -158,38 +185,64 @@ def _sparse_ok(fd: int) -> bool:
 
 
 class Writer:
-    """How one worker writes to the destination (NBD writes are pipelined)."""
+    """How one worker writes to the destination (NBD writes are pipelined).
+
+    ``write`` detects zero blocks (like nbdcopy ``-S``): they become holes or
+    WRITE_ZEROES, never data.  Every NBD request is split to the destination's maximum
+    block size.
+    """
 
     def __init__(self, dest: Endpoint, max_requests: int) -> None:
         self.dest = dest
         self.max_requests = max_requests
         self.conn = dest.connection() if dest.kind == "nbd" else None
+        self.max_block = self.conn.info.max_block_size if self.conn is not None else ZERO_CHUNK
         self._pending: dict[int, bytes] = {}  # stdout: offset -> data, written in order
         self._next = 0
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``offset``; its zero blocks become holes or zeroes."""
+        if self.dest.kind in ("stdout", "null"):
+            self._write_data(offset, data)
+            return
+        view = memoryview(data)
+        for pos, n, zero in zero_runs(offset, view):
+            if zero:
+                self.zero(pos, n)
+            else:
+                self._write_data(pos, view[pos - offset:pos - offset + n])
+
+    def _write_data(self, offset: int, data: bytes | memoryview) -> None:
         kind = self.dest.kind
         if kind == "nbd":
-            self._submit(Request(NBD_CMD_WRITE, offset, len(data), data=data))
+            step = self.max_block
+            if len(data) <= step:
+                self._submit(Request(NBD_CMD_WRITE, offset, len(data), data=data))
+                return
+            view = memoryview(data)
+            for pos in range(0, len(view), step):
+                piece = view[pos:pos + step]
+                self._submit(Request(NBD_CMD_WRITE, offset + pos, len(piece), data=piece))
         elif kind == "file":
             assert self.dest.fd is not None
-            _pwrite_all(self.dest.fd, data, offset)
+            _pwrite_all(self.dest.fd, data, offset, self.dest.name)
         elif kind == "stdout":
             self._ordered(offset, bytes(data))
 
     def zero(self, offset: int, length: int) -> None:
+        """Make ``[offset, offset+length)`` read as zeroes (nothing if it already does)."""
         kind = self.dest.kind
         if self.dest.known_zero or kind == "null" or length == 0:
             return
         if kind == "nbd":
             assert self.conn is not None
             if self.conn.info.can_write_zeroes:
-                for off in range(offset, offset + length, 1 << 30):
-                    n = min(1 << 30, offset + length - off)
-                    self._submit(Request(NBD_CMD_WRITE_ZEROES, off, n))
+                step, end = self.max_block, offset + length
+                for off in range(offset, end, step):
+                    self._submit(Request(NBD_CMD_WRITE_ZEROES, off, min(step, end - off)))
                 return
         for off in range(offset, offset + length, ZERO_CHUNK):
-            self.write(off, bytes(min(ZERO_CHUNK, offset + length - off)))
+            self._write_data(off, _ZERO_BUFFER[:min(ZERO_CHUNK, offset + length - off)])
 
     def _submit(self, request: Request) -> None:
         conn = self.conn
@@ -209,7 +262,7 @@ class Writer:
         while self._next in self._pending:
             chunk = self._pending.pop(self._next)
             assert self.dest.fd is not None
-            _write_all(self.dest.fd, chunk)
+            _write_all(self.dest.fd, chunk, self.dest.name)
             self._next += len(chunk)
 
     def finish(self) -> None:
@@ -220,23 +273,37 @@ class Writer:
             if self.conn.info.can_flush:
                 self.conn.flush()
         elif self.dest.kind == "stdout" and self._pending:
-            raise UsageError("internal: unwritten data for stdout")  # pragma: no cover
+            raise ApplianceError("internal: unwritten data for stdout")  # pragma: no cover
 
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+_ZERO_BUFFER = memoryview(bytes(ZERO_CHUNK))
+
+
+def _write_error(name: str, exc: OSError) -> ApplianceError:
+    where = "standard output" if name == "-" else name
+    return ApplianceError(f"cannot write to {where}: {exc.strerror or exc}")
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int, name: str) -> None:
     view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
+    try:
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+    except OSError as exc:
+        raise _write_error(name, exc) from None
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, name: str) -> None:
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _write_error(name, exc) from None

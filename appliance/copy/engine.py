@@ -35,6 +35,7 @@ from appliance.nbd import (
 from .endpoints import BASE_ALLOCATION, Endpoint, Writer, file_extents
 
 UNIT = 64 << 20
+STOP_TIMEOUT = 10.0  # Ctrl-C: longest wait for one worker to wind down
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class Units:
     def __init__(self, size: int, unit: int) -> None:
         self._size, self._unit, self._next = size, unit, 0
         self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        """Hand out nothing more (an error or Ctrl-C)."""
+        with self._lock:
+            self._next = self._size
 
     def take(self) -> tuple[int, int] | None:
         with self._lock:
@@ -177,7 +183,11 @@ def copy_file_units(src: Endpoint, writer: Writer, units: Units, opts: CopyOptio
                 progress.add(n)
                 continue
             for p in range(pos, pos + n, opts.request_size):
-                chunk = os.pread(src.fd, min(opts.request_size, pos + n - p), p)
+                try:
+                    chunk = os.pread(src.fd, min(opts.request_size, pos + n - p), p)
+                except OSError as exc:
+                    raise ApplianceError(f"cannot read {src.name} at offset {p}: "
+                                         f"{exc.strerror or exc}") from None
                 if not chunk:
                     raise ApplianceError(f"{src.name}: shorter than expected at offset {p}")
                 writer.write(p, chunk)
@@ -203,8 +213,7 @@ def run_copy(src: Endpoint, dst: Endpoint, opts: CopyOptions, progress: Progress
             writer.finish()
         except BaseException as exc:
             errors.append(exc)
-            while units.take() is not None:  # make the other workers stop soon
-                pass
+            units.stop()  # make the other workers stop soon
             if on_error is not None:
                 on_error(exc)
         finally:
@@ -217,7 +226,16 @@ def run_copy(src: Endpoint, dst: Endpoint, opts: CopyOptions, progress: Progress
                for i in range(opts.connections)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt:
+        # Ctrl-C: hand out no more work and let each worker finish its requests in flight
+        # and close its own connections (bounded: Connection.close drains at most
+        # DRAIN_TIMEOUT), rather than closing them under the workers' feet.
+        units.stop()
+        for t in threads:
+            t.join(STOP_TIMEOUT)
+        raise
     if errors:
         raise errors[0]

@@ -1,4 +1,5 @@
-"""Benchmarks that print figures: ``appliance bench copy`` (our copy against nbdcopy).
+"""Benchmarks that print figures: ``appliance bench copy`` (our copy against nbdcopy) and
+``appliance bench map`` (``nbd info --map`` against ``nbdinfo --map`` on a long extent list).
 
 Owns timing, on a throw-away nbdkit (pattern plugin, TLS-PSK, loopback, a free port),
 ``appliance nbd copy`` and ``nbdcopy`` on the same URI to /dev/null, and the report.
@@ -98,4 +99,50 @@ def report(results: list[Result]) -> list[str]:
         ours = next(r for r in results if r.mode == mode and r.tool == "appliance")
         theirs = next(r for r in results if r.mode == mode and r.tool == "nbdcopy")
         lines.append(f"ratio appliance/nbdcopy, {mode}: {ours.mb_per_s / theirs.mb_per_s:.2f}x")
+    return lines
+
+
+MAP_EXTENT = 4096  # sparse-random run length: one extent per 4 KiB, alternating data/hole
+
+
+def map_benchmark(size: int, repeats: int = 2) -> tuple[list[Result], int]:
+    """Time ``--map`` of both tools on ``nbdkit sparse-random`` (``size / 4096`` extents);
+    best of ``repeats``.  Also returns the number of rows, checked equal in both."""
+    from appliance.host.servers import ServerError, start_nbdkit
+
+    nbdinfo = _need("nbdinfo")
+    ours = [sys.executable, "-m", "appliance", "nbd", "info", "--map"]
+    with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
+        try:
+            server = start_nbdkit("sparse-random", f"size={size}", "percent=50",
+                                  f"runlength={MAP_EXTENT}", "seed=1", tmp=Path(tmp))
+        except ServerError as exc:
+            raise ApplianceError(str(exc)) from None
+        try:
+            uri = server.uri()
+            rows = [_rows([*ours, uri]), _rows([nbdinfo, "--map", uri])]
+            if rows[0] != rows[1]:
+                raise ApplianceError(f"the maps differ: {rows[0]} rows against nbdinfo's "
+                                     f"{rows[1]}")
+            results = [Result(tool, f"{rows[0]} extents",
+                              min(_time(argv) for _ in range(repeats)), size)
+                       for tool, argv in (("appliance", [*ours, uri]),
+                                          ("nbdinfo", [nbdinfo, "--map", uri]))]
+        finally:
+            server.stop()
+    return results, rows[0]
+
+
+def _rows(argv: list[str]) -> int:
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT)
+    if r.returncode != 0:
+        raise ApplianceError(f"{argv[0]} failed: {r.stderr.decode(errors='replace')[-300:]}")
+    return r.stdout.count(b"\n")
+
+
+def map_report(results: list[Result]) -> list[str]:
+    """Seconds per tool and our/nbdinfo time ratio (lower is better; target <= 2)."""
+    lines = [f"{r.tool:<10} --map {r.mode:<18} {r.seconds:7.2f} s" for r in results]
+    ours, theirs = results
+    lines.append(f"ratio appliance/nbdinfo time, --map: {ours.seconds / theirs.seconds:.2f}x")
     return lines

@@ -10,6 +10,8 @@ re-exports this module), by ``appliance demo`` to serve the root disk and by
   ``--allocation-depth`` or a dirty bitmap (``-B``).
 * :func:`start_nbdkit` runs any plugin (memory, sparse-random, pattern, data...) with
   filters, ``--tls=require --tls-psk=FILE``, read-only.
+* :func:`start_nbd_server` serves an image with Debian's nbd-server (simple replies, no
+  TLS); it forks, so its PID comes from its pid file (:class:`DaemonNBDServer`).
 * :func:`make_psk` writes a PSK key file (``identity:hexkey``, mode 0600) in the directory
   layout qemu-nbd wants (``DIR/keys.psk``); the same file serves nbdkit and our client.
 * :meth:`NBDServer.kill` drops the server hard (a crash); :meth:`NBDServer.restart` starts
@@ -264,6 +266,80 @@ def start_nbdkit(plugin: str, *plugin_args: str, tmp: Path, psk_file: Path | Non
     server = NBDServer("nbdkit", argv, tmp / "nbdkit.pid", tmp / "nbdkit.log", port=port,
                        socket_path=sock, export=export, psk_file=psk_file,
                        identity=_identity(psk_file), host=host)
+    return server.start()
+
+
+@dataclass
+class DaemonNBDServer(NBDServer):
+    """A server that forks into the background (Debian's nbd-server): the PID we hold is
+    the one in its pid file, which the daemon writes once it listens."""
+
+    daemon_pid: int | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.daemon_pid is not None
+        return self.daemon_pid
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        self.daemon_pid = None
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code not in (None, 0):
+                raise ServerError(f"{self.name} exited with {code}: {self.log_text()[-2000:]}")
+            text = self.pid_file.read_text().strip() if self.pid_file.exists() else ""
+            if code == 0 and text.isdigit():
+                self.daemon_pid = int(text)
+                return
+            time.sleep(0.02)
+        raise ServerError(f"{self.name} not ready after {READY_TIMEOUT}s: "
+                          f"{self.log_text()[-2000:]}")
+
+    def _signal(self, sig: signal.Signals) -> None:
+        pid, self.daemon_pid = self.daemon_pid, None
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a daemon is not our child to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def start_nbd_server(image: Path, tmp: Path, *, export: str = "disk", read_only: bool = False,
+                     ) -> NBDServer:
+    """Serve ``image`` with Debian's nbd-server (3.24) on 127.0.0.1 (a free port).
+
+    nbd-server takes its exports from a config file (written into ``tmp``), forks into the
+    background and sends simple replies only; it has no TLS-PSK.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = tmp / "nbd-server.conf"
+    config.write_text(
+        "[generic]\n    user = root\n    group = root\n"
+        f"    listenaddr = {LOOPBACK}\n    port = {port}\n    allowlist = true\n"
+        f"[{export}]\n    exportname = {image.resolve()}\n"
+        f"    readonly = {str(read_only).lower()}\n"
+        "    flush = true\n    fua = true\n    trim = true\n")
+    pid_file = tmp / "nbd-server.pid"
+    argv = [require("nbd-server"), "-C", str(config), "-p", str(pid_file)]
+    server = DaemonNBDServer("nbd-server", argv, pid_file, tmp / "nbd-server.log", port=port,
+                             export=export)
     return server.start()
 
 

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from appliance.errors import KernelError
-from appliance.kernel import devices
+from appliance.kernel import devices, limits
 from appliance.kernel.ioctl import IoctlAttachment, ioctl_disconnect
 from appliance.kernel.netlink import ConnectRequest, FamilyMissing, NBDNetlink
 from appliance.nbd.proto import TransmissionFlag as TF
@@ -36,6 +36,7 @@ class KernelExport:
     size: int
     flags: int
     block_size: int = MIN_BLOCK
+    max_request: int | None = None  # the export's maximum block size: kernel requests stay within
 
     def kernel_flags(self) -> int:
         return int(self.flags) & int(KERNEL_FLAGS) | int(TF.NBD_FLAG_HAS_FLAGS)
@@ -94,6 +95,7 @@ def attach(sock_fd: int, export: KernelExport, *, device: str | None = None,
                     server_flags=export.kernel_flags(), index=index, timeout=timeout,
                     dead_conn_timeout=dead_conn_timeout))
             log.info("attached /dev/nbd%d through netlink (%d bytes)", got, export.size)
+            _limit(got, export)
             return Attachment(index=got, method="netlink")
         except FamilyMissing:
             if method == "netlink":
@@ -106,9 +108,15 @@ def attach(sock_fd: int, export: KernelExport, *, device: str | None = None,
         index = free.index
     att = IoctlAttachment(index)
     att.configure(sock_fd, export.size, export.block_size, export.kernel_flags(), timeout)
+    _limit(index, export)  # before NBD_DO_IT: no request is queued yet
     att.start()
     log.info("attached %s through ioctls (%d bytes)", att.path, export.size)
     return Attachment(index=index, method="ioctl", ioctl=att)
+
+
+def _limit(index: int, export: KernelExport) -> None:
+    if export.max_request is not None:
+        limits.apply_max_request(index, export.max_request)
 
 
 def detach(device: str) -> None:

@@ -54,8 +54,8 @@ and raises LocalProtocolError for an invalid one (``tx.check(request)`` runs the
 same checks without sending and without breaking the object); the caller may pass
 ``Request(cookie=...)`` (must not be in flight) or let it be assigned.
 ``ClientTransmission(info, assemble_reads=True)`` delivers each successful READ
-as a single ReadData covering the whole request (holes filled with zeroes);
-:class:`ReadAssembler` does the same by hand.  ``tx.in_flight`` maps cookies to
+as a single ReadData covering the whole request (holes filled with zeroes).
+``tx.in_flight`` maps cookies to
 the requests still awaiting their ReplyDone (the relay replays them after a
 reconnect).  Limits: a chunk may not be longer than its request (plus header
 fields), block status payloads are capped at 4 MiB, option replies at 64 KiB.
@@ -68,18 +68,14 @@ Transmission (server)::
     srv.reply_data / reply_hole / reply_block_status / reply_error / reply_done  # structured
     sock.sendall(srv.data_to_send())
 
-Negotiation (server, a small one for tests and hand-made servers)::
-
-    srv = ServerNegotiation([ServerExport("disk", size)], tls=False)
-    # events: StartTLS (then srv.tls_established()), ClientChoseExport(export,
-    #         structured_replies, extended_headers, meta_contexts), ConnectionClosed
+The server side of negotiation (for tests and hand-made servers) is host-only:
+:mod:`appliance.host.nbdserver`.
 
 Wire constants, layouts and error tables live in :mod:`appliance.nbd.proto`.
 """
 
 from appliance.errors import LocalProtocolError, OptionError, ProtocolError, RequestError
 from appliance.nbd import proto
-from appliance.nbd.assemble import ReadAssembler
 from appliance.nbd.events import (
     NEED_DATA,
     BlockStatus,
@@ -119,12 +115,6 @@ from appliance.nbd.proto import (
     NBD_CMD_WRITE_ZEROES,
 )
 from appliance.nbd.server import ServerTransmission
-from appliance.nbd.server_negotiation import (
-    ClientChoseExport,
-    ServerExport,
-    ServerNegotiation,
-    ServerNegotiationEvent,
-)
 from appliance.nbd.transmission import ClientTransmission
 
 __all__ = [
@@ -143,7 +133,6 @@ __all__ = [
     "NBD_CMD_WRITE_ZEROES",
     "NEED_DATA",
     "BlockStatus",
-    "ClientChoseExport",
     "ClientNegotiation",
     "ClientNegotiationEvent",
     "ClientTransmission",
@@ -162,15 +151,11 @@ __all__ = [
     "Negotiated",
     "OptionError",
     "ProtocolError",
-    "ReadAssembler",
     "ReadData",
     "ReadHole",
     "ReplyDone",
     "Request",
     "RequestError",
-    "ServerExport",
-    "ServerNegotiation",
-    "ServerNegotiationEvent",
     "ServerTransmission",
     "ServerTransmissionEvent",
     "StartTLS",

@@ -135,6 +135,7 @@ class ClientNegotiation:
         self._state = _State.GREETING
         self._eof = False
         self._no_zeroes = False
+        self._fixed = True
         self._tls_done = False
         self._structured = False
         self._extended = False
@@ -272,11 +273,13 @@ class ClientNegotiation:
             return False
         _magic, magic2, flags = fields
         if magic2 == proto.CLISERV_MAGIC:
-            raise ProtocolError("the server uses oldstyle negotiation, which is unsupported")
+            raise ProtocolError("the server speaks oldstyle negotiation (like nbdkit -o), which "
+                                "this client does not support: run the server in newstyle "
+                                "mode (the default of nbdkit, qemu-nbd and nbd-server)")
         if magic2 != proto.IHAVEOPT:
             raise ProtocolError(f"bad newstyle magic {magic2:#x} in the server greeting")
         self._in.skip(proto.GREETING.size)
-        fixed = bool(flags & proto.NBD_FLAG_FIXED_NEWSTYLE)
+        fixed = self._fixed = bool(flags & proto.NBD_FLAG_FIXED_NEWSTYLE)
         self._no_zeroes = bool(flags & proto.NBD_FLAG_NO_ZEROES)
         client = (proto.NBD_FLAG_C_FIXED_NEWSTYLE if fixed else 0) | (
             proto.NBD_FLAG_C_NO_ZEROES if self._no_zeroes else 0)
@@ -538,6 +541,7 @@ class ClientNegotiation:
             structured_replies=self._structured,
             extended_headers=self._extended,
             block_size_sent=self._block is not None,
+            fixed_newstyle=self._fixed,
         )
         if opt == proto.NBD_OPT_INFO:
             self._events.append(InfoReceived(info))

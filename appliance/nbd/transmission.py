@@ -14,6 +14,7 @@ from its header, before it is buffered.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from errno import EINVAL
 from types import MappingProxyType
@@ -35,6 +36,8 @@ from appliance.nbd.events import (
 )
 from appliance.nbd.ranges import Ranges
 from appliance.nbd.receiver import EventReceiver
+
+_make_extent = functools.partial(tuple.__new__, Extent)  # Extent from a (length, flags) tuple
 
 MAX_BLOCK_STATUS_PAYLOAD: Final = 4 * 1024 * 1024  # qemu sends at most 1 MiB of extents
 MAX_SMALL_CHUNK: Final = 64 * 1024  # error chunks: 4096-byte message + fields
@@ -500,19 +503,20 @@ class ClientTransmission(EventReceiver[ClientTransmissionEvent]):
             raise ProtocolError(f"two block status chunks for context {context!r} in "
                                 f"{p.describe()}")
         p.contexts.add(cid)
-        extents = tuple(Extent(n, f) for n, f in item.iter_unpack(payload[head.size:]))
+        extents = tuple(map(_make_extent, item.iter_unpack(payload[head.size:])))
         self._check_extents(p, extents, context)
         self._events.append(BlockStatus(p.cookie, cid, context, extents))
 
     @staticmethod
     def _check_extents(p: _Pending, extents: tuple[Extent, ...], context: str) -> None:
-        if any(e.length == 0 for e in extents):
+        lengths = [e[0] for e in extents]
+        if 0 in lengths:
             raise ProtocolError(f"block status extent of length 0 for {context!r}")
         if p.flags & _REQ_ONE:
             if len(extents) != 1 or extents[0].length > p.length:
                 raise ProtocolError(f"block status for {context!r} breaks NBD_CMD_FLAG_REQ_ONE "
                                     f"({len(extents)} extents)")
-        elif sum(e.length for e in extents[:-1]) >= p.length:
+        elif sum(lengths) - lengths[-1] >= p.length:
             raise ProtocolError(f"block status for {context!r} describes extents past the "
                                 f"end of the request")
 

@@ -79,7 +79,8 @@ def attach_and_serve(uri: NBDURI, policy: ReconnectPolicy, opts: AttachOptions,
     relay_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         att = attach(kernel_end.fileno(), KernelExport(size=info.size, flags=info.flags,
-                                                       block_size=bs),
+                                                       block_size=bs,
+                                                       max_request=info.max_block_size),
                      device=opts.device, timeout=opts.timeout,
                      dead_conn_timeout=opts.dead_conn_timeout, method=opts.method)
     except BaseException:

@@ -7,6 +7,7 @@ is never faked.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import time
@@ -88,6 +89,43 @@ def test_attach_read_write_restart_detach(nbd_servers, tmp_path: Path, psk_file:
             break
         time.sleep(0.1)
     assert st is None or not st.in_use
+
+
+@needs_nbd
+def test_small_maximum_block_size_no_io_error(nbd_servers, tmp_path: Path) -> None:
+    """Issue 12 defect 3: an export with a 64 KiB maximum (nbdkit blocksize-policy, which
+    fails anything larger): 1 MiB direct writes and reads through /dev/nbdN still work,
+    because the kernel is told the limit at attach time."""
+    size = 8 << 20
+    server = nbd_servers.nbdkit("memory", str(size), "blocksize-minimum=512",
+                                "blocksize-maximum=65536", "blocksize-error-policy=error",
+                                filters=("blocksize-policy",))
+    from appliance.nbd.uri import parse_uri
+
+    policy = ReconnectPolicy(initial=0.05, maximum=0.5)
+    att, relay = attach_and_serve(parse_uri(server.uri()), policy, AttachOptions())
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    try:
+        queue = Path(f"/sys/block/nbd{att.index}/queue")
+        assert int((queue / "max_sectors_kb").read_text()) <= 64
+        data = os.urandom(1 << 20)
+        fd = os.open(att.path, os.O_RDWR | os.O_DIRECT)
+        try:
+            buf = mmap.mmap(-1, len(data))  # page-aligned, as O_DIRECT needs
+            buf.write(data)
+            assert os.pwritev(fd, [buf], 1 << 20) == len(data)
+            os.fsync(fd)
+            back = mmap.mmap(-1, len(data))
+            assert os.preadv(fd, [back], 1 << 20) == len(data)
+            assert bytes(back) == data
+        finally:
+            os.close(fd)
+        assert relay.stats.errors == 0
+    finally:
+        detach(att.path)
+        thread.join(30.0)
+    assert "rejected" not in server.log_text()
 
 
 def test_skip_reason_is_stated() -> None:

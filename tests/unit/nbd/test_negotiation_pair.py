@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from appliance.errors import OptionError, ProtocolError
+from appliance.host.nbdserver import ClientChoseExport, ServerExport, ServerNegotiation
 from appliance.nbd import (
     NBD_CMD_BLOCK_STATUS,
     NBD_CMD_READ,
     NEED_DATA,
     BlockStatus,
-    ClientChoseExport,
     ClientNegotiation,
     ConnectionClosed,
     ExportEntry,
@@ -22,8 +22,6 @@ from appliance.nbd import (
     ReadData,
     ReplyDone,
     Request,
-    ServerExport,
-    ServerNegotiation,
     ServerTransmission,
     StartTLS,
 )

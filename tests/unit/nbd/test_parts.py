@@ -10,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.errors import LocalProtocolError
-from appliance.nbd import NEED_DATA, ExportInfo, ReadAssembler, ReadData, ReadHole, Request
+from appliance.nbd import NEED_DATA, ExportInfo, ReadData, ReadHole, Request
 from appliance.nbd.buffer import ReceiveBuffer
 from appliance.nbd.ranges import Ranges
+from tests.unit.nbd.assemble import ReadAssembler
 
 
 def test_buffer_feed_unpack_take() -> None:

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.errors import OptionError, ProtocolError
+from appliance.host.nbdserver import ServerExport, ServerNegotiation
 from appliance.nbd import (
     NBD_CMD_BLOCK_STATUS,
     NBD_CMD_FLUSH,
@@ -30,8 +31,6 @@ from appliance.nbd import (
     Extent,
     ReadData,
     Request,
-    ServerExport,
-    ServerNegotiation,
     ServerTransmission,
 )
 from tests.unit.nbd import wire as w
