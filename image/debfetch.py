@@ -8,7 +8,10 @@ needed.  Downloaded files are kept in a cache directory
 (``$XDG_CACHE_HOME/nbdroot-imx6/debs``, default ``~/.cache/...``); a package already
 there is not fetched again, so the second run works offline.
 
-Used by the board tests (real DTBs and modules) and by the image builder.
+Used only by tests: the board tests (Debian's real DTBs, kernel modules and
+busybox-static) and the extended-headers interop tests (qemu-nbd 10 from
+bookworm-backports, since the host's qemu-utils stays 7.2).  The image builder gets its
+packages through mmdebstrap (:mod:`image.fetch`).
 """
 
 from __future__ import annotations
