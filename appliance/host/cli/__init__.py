@@ -5,4 +5,4 @@ Each module exposes ``register(subparsers)`` as the board's commands in
 the ``appliance`` command simply lacks these subcommands.
 """
 
-COMMANDS: tuple[str, ...] = ("console", "image", "demo", "bench")
+COMMANDS: tuple[str, ...] = ("console", "image", "demo", "bench", "fleet", "serve")
