@@ -48,7 +48,10 @@ def register(sub: Any) -> None:
                        help="move the board to this version")
     remove = fs.add_parser("remove", help="delete a board, its key and its overlay")
     remove.add_argument("name")
-    for q in (add, show, fs.choices["list"], reset, remove):
+    lst = fs.add_parser("listen", help="where the servers listen (and boards reach them)")
+    lst.add_argument("address", metavar="ADDR[:PORT]",
+                     help="default 127.0.0.1:10809; board N is served on PORT+N")
+    for q in (add, show, fs.choices["list"], reset, remove, lst):
         _fleet_arg(q)
     p.set_defaults(func=cmd_fleet)
 
@@ -96,6 +99,14 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         for v in boards.views(fleet):
             print(f"{v.board.name:<16} {v.board.mode:<8} {v.board.golden:>6} {v.port:>6}  "
                   f"{v.last_seen}")
+    elif action == "listen":
+        from appliance.host.cli.serve import parse_listen
+        from appliance.host.fleet.state import Listen
+
+        host, port = parse_listen(args.address)
+        fleet.require().set_listen(Listen(host, port if port is not None else fleet.listen.port))
+        print(f"servers listen on {fleet.listen.host}:{fleet.listen.port}+N; boards reach "
+              f"them at {boards.board_host(fleet)}")
     elif action == "reset":
         b = boards.reset(fleet, args.name, golden_version=args.golden)
         print(f"board {b.name}: starts again from golden {b.golden}")
