@@ -13,8 +13,10 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import pytest
 from appliance.client import connect
 from appliance.config.psk import generate_key, write_psk_file
 from appliance.errors import NBDError
+from appliance.host.fleet.storm import free_ports
 from appliance.nbd.proto import NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_READ_ONLY
 
 from .conftest import GOLDEN_DATA, Serve, appliance, pid_alive
@@ -166,3 +169,22 @@ def test_bad_input_is_one_line(fleet: Path, args: tuple[str, ...], message: str)
     r = appliance(*args, fleet=fleet)
     assert r.returncode != 0
     assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def test_a_busy_port_is_a_one_line_error_and_leaves_no_server(fleet: Path) -> None:
+    add(fleet, "a")
+    add(fleet, "b")
+    base = free_ports(2)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", base + 1))  # b's port
+        busy.listen()
+        r = subprocess.run([sys.executable, "-m", "appliance", "serve", "--fleet", str(fleet),
+                            "--listen", f"127.0.0.1:{base}"], capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("appliance: error")]
+    assert errors == [f"appliance: error: b: cannot serve on 127.0.0.1:{base + 1}: "
+                      "qemu-nbd: Failed to find an available port: Address already in use"]
+    pids = [int(line.split(" pid ")[1].split()[0]) for line in r.stderr.splitlines()
+            if "qemu-nbd pid" in line]
+    assert len(pids) == 1 and not pid_alive(pids[0])  # a's server was ended

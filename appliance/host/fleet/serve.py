@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from appliance.errors import ApplianceError, ConfigError
-from appliance.host.servers import NBDServer, require
+from appliance.host.servers import NBDServer, ServerError, require
 
 from . import boards, golden
 from .state import Board, Fleet, Listen, write_json
@@ -104,7 +104,13 @@ class FleetServer:
         server = NBDServer("qemu-nbd", argv, run / f"{board.name}.pid", log_file,
                            port=fleet.port(board), export=board.name, psk_file=psk,
                            identity=board.name, host=fleet.listen.host)
-        return server.start()
+        try:
+            return server.start()
+        except ServerError:
+            lines = server.log_text().strip().splitlines()
+            why = lines[-1] if lines else "qemu-nbd did not start"
+            raise ConfigError(f"{board.name}: cannot serve on {fleet.listen.host}:"
+                              f"{fleet.port(board)}: {why}") from None
 
     def _started_line(self, board: Board) -> str:
         server = self.running[-1].server
