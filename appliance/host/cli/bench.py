@@ -50,6 +50,8 @@ def register_storm(sub: Any) -> None:
                     "qcow2 overlay per board, writes replayed too")
     st.add_argument("--depth", type=int, default=8, choices=range(1, 129), metavar="N",
                     help="requests in flight per board (default 8)")
+    st.add_argument("--paced", action="store_true",
+                    help="keep the trace's timing (its gaps are the board computing)")
     st.add_argument("--work", type=Path, help="keep the fleet here (default: a temporary "
                     "directory, removed)")
     st.set_defaults(func=cmd_storm)
@@ -89,13 +91,15 @@ def cmd_storm(args: argparse.Namespace) -> int:
         work = args.work or Path(tmp)
         results = storm(args.trace, counts, work, report_line,
                         lambda line: print(line, flush=True), image=args.image,
-                        mode=args.root_mode, depth=args.depth)
+                        mode=args.root_mode, depth=args.depth, paced=args.paced)
     return 1 if any(r.errors for r in results) else 0
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     """Handler of ``appliance bench record-trace``."""
+    from appliance.host.fleet.serve import stop_on_signals
     from appliance.host.fleet.trace import record
 
-    record(args.out, args.output, report_line)
+    with stop_on_signals():  # SIGTERM/SIGHUP unwind too: nbdkit and QEMU are ended by PID
+        record(args.out, args.output, report_line)
     return 0

@@ -1,9 +1,11 @@
 """One simulated board of a boot storm: replay a trace over its own TLS-PSK connection.
 
 Run as a process (``python -m appliance.host.fleet.replay URI TRACE RESULT DEPTH
-WRITES``) by :mod:`.storm`: it imports everything, prints ``ready``, waits for ``go`` on
+WRITES PACED``) by :mod:`.storm`: it imports everything, prints ``ready``, waits for ``go`` on
 stdin, then connects (TLS-PSK handshake included in its boot time) and sends the trace's
-requests in order, as fast as replies allow, keeping at most DEPTH in flight.  Reads,
+requests in order, as fast as replies allow, keeping at most DEPTH in flight; with
+PACED=1 no request goes out before its time in the trace (the gaps of the real boot,
+where the board computed; the requests before a gap complete first).  Reads,
 flushes, block status and cache requests are replayed; writes, trims and zeroes only
 with WRITES=1 (a read-only golden export refuses them).  RESULT gets a JSON summary with
 each request's latency.
@@ -39,7 +41,8 @@ def request(op: Op, payload: bytes) -> Request:
     return Request(COMMAND[op.command], op.offset, op.length)
 
 
-def replay(uri: str, ops: list[Op], depth: int, writes: bool) -> dict[str, object]:
+def replay(uri: str, ops: list[Op], depth: int, writes: bool,
+           paced: bool = False) -> dict[str, object]:
     """Replay ``ops``; the summary the storm collects."""
     wanted = [op for op in ops if op.command not in UNSUPPORTED
               and (writes or op.command not in WRITING)]
@@ -52,6 +55,11 @@ def replay(uri: str, ops: list[Op], depth: int, writes: bool) -> dict[str, objec
             connected = time.monotonic() - started
             sent: dict[int, float] = {}
             for op in wanted:
+                wait = started + op.t - time.monotonic() if paced else 0.0
+                if wait > 0:
+                    while c.in_flight:
+                        errors += _complete(c.wait(), sent, latencies)
+                    time.sleep(max(0.0, started + op.t - time.monotonic()))
                 while c.in_flight >= depth:
                     errors += _complete(c.wait(), sent, latencies)
                 sent[c.submit(request(op, payload))] = time.monotonic()
@@ -74,12 +82,12 @@ def _complete(done: list[Completion], sent: dict[int, float], latencies: list[fl
 
 
 def main(argv: list[str]) -> int:
-    uri, trace, result, depth, writes = argv
+    uri, trace, result, depth, writes, paced = argv
     ops = load(Path(trace))
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return 1
-    summary = replay(uri, ops, int(depth), writes == "1")
+    summary = replay(uri, ops, int(depth), writes == "1", paced == "1")
     Path(result).write_text(json.dumps(summary))
     return 0
 

@@ -44,9 +44,11 @@ Reporter = Callable[[str], None]
 
 
 class Stopped(ApplianceError):
-    """serve was told to stop by a signal."""
+    """A signal told the command to stop (exit status 128 + the signal's number)."""
 
-    exit_code = 0
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
 
 
 @dataclass
@@ -173,9 +175,10 @@ class FleetServer:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP end serve as SIGINT does (so ``finally`` stops the servers)."""
+    """SIGTERM and SIGHUP raise :class:`Stopped`, as SIGINT raises KeyboardInterrupt, so
+    every ``finally`` runs and the children are ended by PID."""
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise Stopped(f"stopped by {signal.Signals(signum).name}")
+        raise Stopped(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:

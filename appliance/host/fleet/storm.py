@@ -121,9 +121,9 @@ class Storm:
     """A fleet of simulated boards on one golden image, grown to each N in turn."""
 
     def __init__(self, work: Path, trace: Path, image: Path | None, mode: str, depth: int,
-                 report: Reporter) -> None:
-        self.work, self.trace, self.mode, self.depth, self.report = (
-            work, trace, mode, depth, report)
+                 paced: bool = False) -> None:
+        self.work, self.trace, self.mode, self.depth, self.paced = (
+            work, trace, mode, depth, paced)
         self.ops = load(trace)
         self.fleet = Fleet(work / "fleet").ensure()
         source = image or golden_for(self.ops, work / "golden-source.raw")
@@ -157,7 +157,8 @@ class Storm:
         for b in self.fleet.boards()[:n]:
             argv = [sys.executable, "-m", "appliance.host.fleet.replay",
                     boards.uri(self.fleet, b), str(self.trace), str(out / f"{b.name}.json"),
-                    str(self.depth), "1" if self.mode == "cow" else "0"]
+                    str(self.depth), "1" if self.mode == "cow" else "0",
+                    "1" if self.paced else "0"]
             clients.append(subprocess.Popen(argv, stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, text=True))
         deadline = time.monotonic() + READY_TIMEOUT
@@ -199,13 +200,14 @@ class Storm:
 
 def storm(trace: Path, counts: list[int], work: Path, report: Reporter, emit: Reporter, *,
           image: Path | None = None, mode: str = "overlay", depth: int = 8,
-          ) -> list[StormResult]:
+          paced: bool = False) -> list[StormResult]:
     """A storm for each N in ``counts``; each table row goes to ``emit`` as it is known."""
     results = []
     with stop_on_signals():
-        s = Storm(work, trace, image, mode, depth, report)
+        s = Storm(work, trace, image, mode, depth, paced)
         report(f"trace {trace.name}: {len(s.ops)} requests; golden {s.golden.size // MiB} MiB; "
-               f"mode {mode}, depth {depth}, one qemu-nbd and one client process per board")
+               f"mode {mode}, depth {depth}{', paced as recorded' if paced else ''}; "
+               "one qemu-nbd and one client process per board")
         emit(HEADER)
         for n in counts:
             results.append(s.run(n))
