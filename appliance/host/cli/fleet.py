@@ -83,9 +83,6 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         print(f"board {b.name}: key {fleet.psk_file(b.name)}, export '{b.name}' on port "
               f"{fleet.port(b)} ({b.mode}, golden {b.golden}); provision it with:")
         print(boards.provisioning_line(fleet, b, console=args.console))
-        if b.mode == "overlay":
-            print("note: the board agent has no root.mode=overlay yet; this export is "
-                  "read-only, so the board must not mount it read-write")
     elif action == "show":
         b = fleet.require().board(args.name)
         if args.uri:

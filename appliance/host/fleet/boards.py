@@ -5,7 +5,7 @@ a 0700 directory that holds nothing else: the directory that board's server read
 server knows no other identity) and, in mode ``cow``, a qcow2 overlay whose backing file
 is the golden version (the board's writes stay in its overlay).  In mode ``overlay`` the
 board is served its golden version read-only and keeps its writes in RAM (the board's
-``root.mode=overlay``, not in the agent yet: such a board's server refuses writes).
+``root.mode=overlay``: read-only below an overlayfs with a tmpfs upper).
 """
 
 from __future__ import annotations
@@ -115,8 +115,10 @@ def provisioning_line(fleet: Fleet, board: Board, *, console: str = "PORT",
                       host: str | None = None) -> str:
     """The ``appliance console`` command that configures the board for its export."""
     board_uri = uri(fleet, board, host=host or board_host(fleet), psk=False)
-    argv = ["appliance", "console", console, "--set", f"nbd.uri={board_uri}",
-            "--psk-file", str(fleet.psk_file(board.name)), "--save", "--boot"]
+    argv = ["appliance", "console", console, "--set", f"nbd.uri={board_uri}"]
+    if board.mode == "overlay":
+        argv += ["--set", "root.mode=overlay"]
+    argv += ["--psk-file", str(fleet.psk_file(board.name)), "--save", "--boot"]
     return shlex.join(argv)
 
 
