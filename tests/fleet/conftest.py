@@ -8,6 +8,7 @@ gone.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -20,7 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from appliance.config.psk import read_psk_file
+from appliance.host.demo import board_initrd, boot_argv
+from appliance.host.fleet.boards import QEMU_GUEST_HOST
 from appliance.host.fleet.storm import free_ports
+from image.qemu import QemuBoard
 
 MiB = 1 << 20
 GOLDEN_DATA = b"golden image, version 1\n" * 1000
@@ -124,3 +129,25 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def start_board(out: Path, fleet: Path, serve: Serve, slot: int, name: str, work: Path,
+                **extra: str) -> QemuBoard:
+    """Boot QEMU as fleet board ``name`` (slot ``slot``), configured as ``fleet add`` made
+    it, through the boot's config archive (QEMU 7.2's UART drops console input)."""
+    identity, key = read_psk_file(fleet / "boards" / name / "tls" / "keys.psk")
+    settings = {"nbd.uri": f"nbds://{name}@{QEMU_GUEST_HOST}:{serve.port + slot}/{name}",
+                "psk.identity": identity, "psk.key": key.hex(), "console.countdown": "1",
+                **extra}
+    work.mkdir(mode=0o700)
+    board = QemuBoard(boot_argv(out, board_initrd(out, work, settings)), work / "console.log")
+    board.start()
+    return board

@@ -10,31 +10,21 @@ image's SHA-256 is unchanged and each board's writes landed in its own overlay.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from appliance.config.psk import read_psk_file
-from appliance.host.demo import ROOT_OK, board_initrd, boot_argv
-from appliance.host.fleet.boards import QEMU_GUEST_HOST
-from image.qemu import QemuBoard
+from appliance.host.demo import ROOT_OK
 from tests.image_artefacts import built_image_dir
 
-from .conftest import Serve, appliance
+from .conftest import Serve, appliance, sha256, start_board
 
 pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.interop]
 
 BOOT_TIMEOUT = 400.0  # two TCG guests on a loaded 2-core runner
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def test_two_fleet_boards_boot_from_appliance_serve(tmp_path: Path, fleet: Path,
@@ -51,16 +41,7 @@ def test_two_fleet_boards_boot_from_appliance_serve(tmp_path: Path, fleet: Path,
     boards = []
     try:
         for slot, name in enumerate("ab"):
-            identity, key = read_psk_file(fleet / "boards" / name / "tls" / "keys.psk")
-            settings = {"nbd.uri": f"nbds://{name}@{QEMU_GUEST_HOST}:{s.port + slot}/{name}",
-                        "psk.identity": identity, "psk.key": key.hex(),
-                        "console.countdown": "1"}
-            work = tmp_path / name
-            work.mkdir(mode=0o700)
-            board = QemuBoard(boot_argv(out, board_initrd(out, work, settings)),
-                              work / "console.log")
-            board.start()
-            boards.append(board)
+            boards.append(start_board(out, fleet, s, slot, name, tmp_path / name))
         for board in boards:
             board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
     finally:

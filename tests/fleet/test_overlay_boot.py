@@ -10,7 +10,6 @@ golden image's SHA-256 is unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 from collections.abc import Callable
@@ -18,17 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config.psk import read_psk_file
-from appliance.host.demo import ROOT_OK, board_initrd, boot_argv
-from appliance.host.fleet.boards import QEMU_GUEST_HOST
+from appliance.host.demo import ROOT_OK
 from image.qemu import QemuBoard
 from tests.image_artefacts import built_image_dir, debugfs
 
-from .conftest import Serve, appliance
+from .conftest import Serve, appliance, sha256, start_board
 
 pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.interop]
 
 BOOT_TIMEOUT = 400.0
+OVERLAY = {"root.mode": "overlay", "root.overlay-size": "64M"}
 RC_LOCAL = """#!/bin/sh
 id=$(cat /proc/sys/kernel/random/uuid)
 echo "$id" > "/fleet-mark-$id" && sync
@@ -40,12 +38,6 @@ SEES = re.compile(rb"fleet-sees: ([^\r\n]*)\r?\n")
 WROTE = re.compile(rb"fleet-wrote: (\S+)\r?\n")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def golden_with_hook(out: Path, dest: Path, tmp: Path) -> Path:
@@ -73,17 +65,8 @@ def test_two_overlay_boards_share_one_read_only_golden(tmp_path: Path, fleet: Pa
     boards: list[QemuBoard] = []
     try:
         for slot, name in enumerate("ab"):
-            identity, key = read_psk_file(fleet / "boards" / name / "tls" / "keys.psk")
-            settings = {"nbd.uri": f"nbds://{name}@{QEMU_GUEST_HOST}:{s.port + slot}/{name}",
-                        "psk.identity": identity, "psk.key": key.hex(),
-                        "console.countdown": "1", "root.mode": "overlay",
-                        "root.overlay-size": "64M"}
-            work = tmp_path / name
-            work.mkdir(mode=0o700)
-            board = QemuBoard(boot_argv(out, board_initrd(out, work, settings)),
-                              work / "console.log")
-            board.start()
-            boards.append(board)
+            boards.append(start_board(out, fleet, s, slot, name, tmp_path / name,
+                                      **OVERLAY))
         wrote, seen = [], []
         for board in boards:
             board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
