@@ -8,9 +8,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEBS_COMMON=(qemu-utils nbdkit libnbd-bin qemu-system-arm mmdebstrap arch-test
+DEBS_COMMON=(qemu-utils nbdkit libnbd-bin mmdebstrap arch-test
              device-tree-compiler swig dnsmasq-base iproute2 socat kmod cpio xz-utils busybox
              u-boot-tools e2fsprogs qemu-user-static)
+
+# Debian 12's QEMU 7.2 drops i.MX UART input after about one line, so the demo board's
+# console would not take commands: on bookworm, QEMU's system emulator comes from
+# bookworm-backports (QEMU 10), pinned so that nothing else is taken from there.
+QEMU_FROM_BACKPORTS=(qemu-system-arm qemu-system-common qemu-system-data)
+BACKPORTS_SOURCES=/etc/apt/sources.list.d/nbdroot-imx6-backports.sources
+BACKPORTS_PIN=/etc/apt/preferences.d/nbdroot-imx6-qemu
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'setup.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -24,6 +31,56 @@ install_debs() {
     say "installing Debian packages: ${missing[*]}"
     as_root apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+codename() { (. /etc/os-release && echo "${VERSION_CODENAME:-}"); }
+
+bookworm_mirror() {  # the Debian mirror this machine's apt already uses for bookworm
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -e "$f" ] || continue
+        awk 'BEGIN { RS = "" }
+             /(^|\n)Suites:[^\n]*[ \t]bookworm([ \t\n]|$)/ {
+                 if (match($0, /(^|\n)URIs:[ \t]*[^ \t\n]+/)) {
+                     u = substr($0, RSTART, RLENGTH); sub(/^\n?URIs:[ \t]*/, "", u)
+                     print u; exit } }' "$f"
+    done
+    # one-line sources: deb [options] URI bookworm components
+    sed -E -n 's/^deb[ \t]+(\[[^]]*\][ \t]+)?([^ \t]+)[ \t]+bookworm[ \t].*/\2/p' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true
+}
+
+add_qemu_backports() {  # bookworm only: QEMU 10 from bookworm-backports, pinned to QEMU
+    [ "$(codename)" = bookworm ] || return 0
+    [ -f "$BACKPORTS_SOURCES" ] && [ -f "$BACKPORTS_PIN" ] && return 0
+    local mirror; mirror=$(bookworm_mirror | sed -n 1p)
+    [ -n "$mirror" ] || die "no apt source for Debian bookworm found; add bookworm-backports by hand"
+    say "adding bookworm-backports ($mirror) for QEMU 10, pinned to ${QEMU_FROM_BACKPORTS[*]}"
+    printf '%s\n' "# nbdroot-imx6 (setup.sh): QEMU 10, whose i.MX UART takes console input." \
+        "Types: deb" "URIs: $mirror" "Suites: bookworm-backports" "Components: main" \
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" \
+        | as_root tee "$BACKPORTS_SOURCES" >/dev/null
+    printf '%s\n' "# nbdroot-imx6 (setup.sh): take only QEMU's system emulator from bookworm-backports." \
+        "Package: *" "Pin: release n=bookworm-backports" "Pin-Priority: 100" "" \
+        "Package: ${QEMU_FROM_BACKPORTS[*]}" "Pin: release n=bookworm-backports" "Pin-Priority: 500" \
+        | as_root tee "$BACKPORTS_PIN" >/dev/null
+    as_root apt-get update -q
+}
+
+qemu_is_new() {  # qemu-system-arm 10 or newer is installed
+    case "$(dpkg-query -W -f='${Version}' qemu-system-arm 2>/dev/null)" in
+        1:[1-9][0-9].*) return 0 ;; *) return 1 ;;
+    esac
+}
+
+install_qemu() {  # QEMU >= 10 (see QEMU_FROM_BACKPORTS)
+    qemu_is_new && return 0
+    add_qemu_backports
+    say "installing QEMU 10 (${QEMU_FROM_BACKPORTS[*]})"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${QEMU_FROM_BACKPORTS[@]}"
+    qemu_is_new || die "qemu-system-arm $(dpkg-query -W -f='${Version}' qemu-system-arm) is" \
+        "installed, but the board's console needs QEMU >= 10"
 }
 
 usable_python() {  # a Python >= 3.13 whose ssl module has PSK callbacks
@@ -61,6 +118,7 @@ make_venv() {
 
 cmd_test() {
     install_debs "${DEBS_COMMON[@]}"
+    install_qemu
     make_venv
     say "ruff"
     .venv/bin/ruff check appliance board image tests
@@ -75,6 +133,7 @@ cmd_test() {
 
 cmd_demo() {
     install_debs "${DEBS_COMMON[@]}"
+    install_qemu
     make_venv
     exec .venv/bin/appliance demo "$@"
 }

@@ -86,3 +86,13 @@ class ImageError(ApplianceError):
 
 class ConsoleError(ApplianceError):
     """The serial console dialogue failed."""
+
+
+class Terminated(ApplianceError):
+    """A signal (SIGHUP, SIGTERM) asked the command to stop; its children were ended."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum

@@ -189,6 +189,11 @@ def add_base(src_tree: Path, dst_tree: Path, spec: ImageSpec) -> None:
     (dst_tree / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (dst_tree / "etc/group").write_text("root:x:0:\n")
     (dst_tree / "etc/hostname").write_text("nbdroot\n")
+    # Its mtime (SOURCE_DATE_EPOCH, as for every entry) is the clock's floor at boot
+    # (appliance.boot.clock, as systemd's /usr/lib/clock-epoch).
+    clock_epoch = dst_tree / "usr/lib/clock-epoch"
+    clock_epoch.parent.mkdir(parents=True, exist_ok=True)
+    clock_epoch.touch()
 
 
 def assemble(src_tree: Path, dst_tree: Path, spec: ImageSpec) -> None:

@@ -2,8 +2,9 @@
 
 :class:`Machine` describes a board QEMU emulates (console UART, NICs); :class:`QemuBoard`
 starts QEMU with the kernel, DTB and initramfs, reads the console through a pipe into a
-buffer and a log file, and offers an expect-style API (:meth:`QemuBoard.expect`,
-:meth:`QemuBoard.sendline`) with deadlines.  QEMU 7.2 keeps running after the guest
+log file and the project's one expect layer (:mod:`appliance.console.expect`: whole lines
+only), and offers :meth:`QemuBoard.expect`, :meth:`QemuBoard.sendline` and
+:meth:`QemuBoard.run` with deadlines.  QEMU 7.2 keeps running after the guest
 powers off, so :meth:`QemuBoard.stop` always ends QEMU itself, by its PID.  Used by the
 system tests and by ``appliance demo``.
 """
@@ -11,22 +12,24 @@ system tests and by ``appliance demo``.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from appliance.console.expect import ConsoleClosed, ConsoleTimeout, Expect, FdReader
 from appliance.errors import ImageError
+from appliance.host import children
 from image.run import clean_env, which
+
+__all__ = ["MACHINES", "MCIMX6UL_EVK", "SABRELITE", "ConsoleTimeout", "Machine", "QemuBoard",
+           "qemu_argv"]
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 4096
 STOP_GRACE = 5.0
 TYPE_CHUNK = 1
 TYPE_PAUSE = 0.02
@@ -47,10 +50,6 @@ class Machine:
 SABRELITE = Machine("sabrelite", "imx6q-sabrelite.dtb", "ttymxc1", 1, 1)
 MCIMX6UL_EVK = Machine("mcimx6ul-evk", "imx6ul-14x14-evk.dtb", "ttymxc0", 0, 2)
 MACHINES = {m.name: m for m in (SABRELITE, MCIMX6UL_EVK)}
-
-
-class ConsoleTimeout(ImageError):
-    """The console did not show what was expected in time."""
 
 
 def qemu_argv(machine: Machine, artefacts: Path, *, append: str = "", memory: str = "1G",
@@ -76,13 +75,10 @@ class QemuBoard:
     def __init__(self, argv: list[str], log_path: Path) -> None:
         self.argv = argv
         self.log_path = log_path
-        self._buf = bytearray()
-        self._pos = 0  # expect() consumes up to here
-        self._cond = threading.Condition()
-        self._eof = False
         self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
+        self._reader: FdReader | None = None
         self._log: IO[bytes] | None = None
+        self.console = Expect(self._receive, "console")
         self.started = 0.0
         self._tags = 0
         self.prompt = PROMPT
@@ -108,51 +104,30 @@ class QemuBoard:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         log.info("starting %s", " ".join(argv))
-        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=self._log, env=clean_env())
+        self._proc = children.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=self._log, env=clean_env())
         self.started = time.monotonic()
-        self._reader = threading.Thread(target=self._read, name="qemu-console", daemon=True)
+        assert self._proc.stdout is not None
+        self._reader = FdReader(self._proc.stdout.fileno(), "qemu-console", self._log)
         self._reader.start()
 
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        fd, logf = self._proc.stdout.fileno(), self._log
-        while chunk := os.read(fd, READ_CHUNK):
-            if logf:
-                logf.write(chunk)
-                logf.flush()
-            with self._cond:
-                self._buf += chunk
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
+    def _receive(self, timeout: float) -> bytes:
+        if self._reader is None:
+            raise ConsoleClosed("QEMU is not running")
+        return self._reader.receive(timeout)
 
     def expect(self, pattern: str | bytes, timeout: float) -> re.Match[bytes]:
-        """Wait until the console shows ``pattern`` (a regex) after the last match."""
-        regex = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                match = regex.search(self._buf, self._pos)
-                if match:
-                    self._pos = match.end()
-                    return match
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._eof:
-                    why = "QEMU exited" if self._eof else f"not seen within {timeout:.0f} s"
-                    raise ConsoleTimeout(f"console: {regex.pattern!r} {why}; last output:\n"
-                                         f"{self.tail()}")
-                self._cond.wait(min(remaining, 1.0))
+        """Wait until whole console lines after the last match show ``pattern`` (a regex)."""
+        return self.console.expect(pattern, timeout)
 
     def tail(self, size: int = 1500) -> str:
         """The last ``size`` bytes of console output, as text."""
-        return bytes(self._buf[-size:]).decode(errors="replace")
+        return self.console.tail(size)
 
     @property
     def output(self) -> str:
         """Everything the console has shown so far."""
-        return bytes(self._buf).decode(errors="replace")
+        return self.console.output.decode(errors="replace")
 
     def sendline(self, line: str) -> None:
         """Type ``line`` and Enter on the console."""
@@ -169,17 +144,16 @@ class QemuBoard:
 
         Waits for the shell's prompt first.  The markers are typed with quotes inside
         them ('_'), so the shell's echo of the typed line never matches what ``echo``
-        prints.  Known limit (measured with QEMU 7.2 -M sabrelite): console *input* stalls
-        after a few characters once busybox ash shows its prompt, so the system tests
-        pass what the guest must do on the kernel command line instead.
+        prints.  Needs a QEMU whose i.MX UART takes input (10; 7.2 drops it after about
+        one line).
         """
-        self.expect(self.prompt, timeout)  # ash flushes what is typed before its prompt
+        self.console.expect_prompt(self.prompt, timeout)  # ash flushes input before its prompt
         self._tags += 1
         tag = f"CMD{self._tags}x{time.monotonic_ns() % 10**6}"
         self.sendline(f"echo {tag}'_'BEGIN; {command}; echo {tag}'_'END=$?")
         begin = self.expect(re.escape(f"{tag}_BEGIN") + r"\r?\n", timeout)
         end = self.expect(re.escape(f"{tag}_END=") + r"(\d+)", timeout)
-        text = bytes(self._buf[begin.end():end.start()]).decode(errors="replace")
+        text = self.console.output[begin.end():end.start()].decode(errors="replace")
         return int(end.group(1)), text.replace("\r", "")
 
     def stop(self) -> int | None:
@@ -195,11 +169,11 @@ class QemuBoard:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(STOP_GRACE)
+        if self._reader:
+            self._reader.join(STOP_GRACE)  # QEMU is gone: its console pipe is at EOF
         for stream in (proc.stdin, proc.stdout):
             if stream:
                 stream.close()
-        if self._reader:
-            self._reader.join(STOP_GRACE)
         if self._log:
             self._log.close()
         return proc.returncode

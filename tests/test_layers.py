@@ -9,12 +9,19 @@ the board never calls still fails here.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from image import initramfs
 
 REPO = Path(__file__).resolve().parent.parent
 HOST_MODULES = ("appliance.host", "image", "tests")
+# -I -S: no site-packages (so not this checkout's editable install), no PYTHONPATH; the
+# copied board tree is put first by hand.  --help needs only the standard library.
+ISOLATED_MAIN = ("import os, sys; sys.path.insert(0, os.environ['BOARD_TREE']); "
+                 "import appliance.cli; sys.argv[0] = 'appliance'; "
+                 "sys.exit(appliance.cli.main())")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -54,6 +61,19 @@ def test_add_agent_copies_only_the_board_layer(tmp_path: Path) -> None:
     assert (dist / "board" / "profiles").is_dir()
     assert not (dist / "appliance" / "host").exists()
     assert not list(dist.rglob("__pycache__"))
+
+
+def test_the_board_layer_alone_runs_the_command(tmp_path: Path) -> None:
+    """The tree the initramfs gets, run by itself: board commands there, host ones absent."""
+    initramfs.add_agent(tmp_path)
+    env = {"BOARD_TREE": str(tmp_path / initramfs.DIST), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-I", "-S", "-c", ISOLATED_MAIN, "--help"], env=env,
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    commands = {line.split()[0] for line in run.stdout.splitlines()
+                if line.startswith("    ") and not line.startswith("     ")}
+    assert {"nbd", "board", "boot", "status"} <= commands, run.stdout
+    assert not {"demo", "image", "bench", "console"} & commands, run.stdout
 
 
 def test_the_import_check_sees_lazy_imports(tmp_path: Path) -> None:

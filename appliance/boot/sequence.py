@@ -214,9 +214,11 @@ def network_config(boot: BootConfig) -> IPv4Config | None:
 
 def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
     """Bring the board from the initramfs to a mounted root; returns the init to exec."""
+    from appliance.boot.clock import advance_to_build_time
     from appliance.config import open_store
     from appliance.console.prompt import configure_at_boot
 
+    advance_to_build_time()
     tl = Timeline(out=out)
     try:
         with tl.step("config") as step:

@@ -49,11 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def command_modules() -> list[str]:
     """The modules that register subcommands: the board's, then the host's if present."""
     modules = [f"appliance.cli.{name}" for name in COMMANDS]
-    try:
-        spec = importlib.util.find_spec(HOST_PACKAGE)
-    except ModuleNotFoundError:  # on the board: no appliance.host, the parent, at all
-        spec = None
-    if spec is None:
+    if importlib.util.find_spec(HOST_PACKAGE.rsplit(".", 1)[0]) is None:  # on the board
         return modules
     host = importlib.import_module(HOST_PACKAGE)
     return modules + [f"{HOST_PACKAGE}.{name}" for name in host.COMMANDS]

@@ -2,8 +2,8 @@
 
 Layers, as in labgrid: :class:`SerialDriver` only reads (with a timeout) and writes
 bytes over ``serial.serial_for_url`` (a device like /dev/ttyUSB0, a pty path, or
-``socket://127.0.0.1:PORT`` for QEMU's ``-serial tcp:...``); :class:`Expect` buffers
-what the board said and waits for patterns with a monotonic :class:`Timeout`;
+``socket://127.0.0.1:PORT`` for QEMU's ``-serial tcp:...``); :class:`Expect` is the
+project's one expect layer (:mod:`appliance.console.expect`, whole lines) over that driver;
 :class:`BoardDialogue` knows the board's prompt protocol (``nbdroot> ``, an answer
 ending in ``ok`` or ``error: ...``) and raises :class:`BoardRefused`, carrying the
 board's words, when a command fails.  :func:`passthrough` is the interactive
@@ -23,6 +23,7 @@ import threading
 import tty
 from typing import Any
 
+from appliance.console import expect
 from appliance.console.prompt import ERROR_PREFIX, OK, PROMPT, redact
 from appliance.console.timeout import Timeout
 from appliance.errors import ConsoleError
@@ -87,48 +88,20 @@ class SerialDriver:
             self._serial.close()
 
 
-class Expect:
-    """What the board said, searched for patterns as it arrives."""
+class Expect(expect.Expect):
+    """The project's expect layer (whole lines; prompts at the end) over a serial port."""
 
     def __init__(self, driver: SerialDriver) -> None:
+        super().__init__(lambda timeout: driver._read(4096, timeout), driver.port)
         self.driver = driver
-        self.buffer = b""
-        self.log = logging.getLogger(f"{__name__}.{driver.port}")
-
-    def expect(self, pattern: re.Pattern[bytes], timeout: float, what: str) -> re.Match[bytes]:
-        """Wait for *pattern*; consume the buffer up to the match's end."""
-        deadline = Timeout(timeout)
-        while True:
-            m = pattern.search(self.buffer)
-            if m:
-                self.buffer = self.buffer[m.end():]
-                return m
-            if deadline.expired:
-                raise ConsoleError(f"no {what} from the board on {self.driver.port} within "
-                                   f"{timeout:g} s; it last said: {self.tail()!r}")
-            self._receive(min(deadline.remaining or 0.0, 0.2))
-
-    def settle(self, quiet: float, timeout: float) -> None:
-        """Read until nothing arrives for *quiet* seconds (or *timeout*), then clear."""
-        deadline = Timeout(timeout)
-        while not deadline.expired and self._receive(min(quiet, deadline.remaining or 0.0)):
-            pass
-        self.buffer = b""
 
     def send(self, data: bytes) -> None:
         """Send raw bytes."""
         self.driver._write(data)
 
-    def tail(self) -> str:
+    def tail(self, size: int = _TAIL) -> str:
         """The last characters received, for error messages."""
-        return self.buffer[-_TAIL:].decode("ascii", "replace")
-
-    def _receive(self, timeout: float) -> bool:
-        data = self.driver._read(4096, timeout)
-        if data:
-            self.log.debug("< %r", data)
-            self.buffer += data
-        return bool(data)
+        return super().tail(size)
 
 
 class BoardDialogue:
@@ -145,7 +118,7 @@ class BoardDialogue:
         while True:
             self.io.send(b"\r")
             try:
-                self.io.expect(self._prompt, min(1.0, deadline.remaining or 0.0), "prompt")
+                self.io.expect_prompt(self._prompt, min(1.0, deadline.remaining or 0.0))
                 break
             except ConsoleError:
                 if deadline.expired:
@@ -158,17 +131,17 @@ class BoardDialogue:
     def command(self, line: str, *, expect_prompt: bool = True) -> list[str]:
         """Run one command; its output lines, or BoardRefused with the board's message."""
         self.io.log.info("> %s", redact(line))
-        self.io.buffer = b""
+        self.io.clear()
         self.io.send(line.encode("ascii") + b"\r")
         m = self.io.expect(_STATUS, self.timeout, f"answer to '{redact(line)}'")
         lines = m.group("body").decode("ascii", "replace").splitlines()[1:]  # [0] = echo
         lines = [x.rstrip("\r") for x in lines]
         status = m.group("status").decode("ascii", "replace")
         if status != OK:
-            self.io.expect(self._prompt, self.timeout, "prompt")
+            self.io.expect_prompt(self._prompt, self.timeout)
             raise BoardRefused(redact(line), status[len(ERROR_PREFIX):], lines)
         if expect_prompt:
-            self.io.expect(self._prompt, self.timeout, "prompt")
+            self.io.expect_prompt(self._prompt, self.timeout)
         return lines
 
 

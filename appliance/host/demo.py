@@ -5,7 +5,13 @@ Builds the image (cached), serves its root filesystem with qemu-nbd over TLS-PSK
 board's configuration into a small extra initramfs archive (the kernel unpacks
 concatenated archives in order), and boots ``qemu-system-arm -M sabrelite``.  The
 guest reaches the server at 10.0.2.2, QEMU's user-network alias of the host's
-127.0.0.1.  QEMU and qemu-nbd are always ended by PID, even on errors.
+127.0.0.1.  QEMU and qemu-nbd are always ended by PID: on errors, Ctrl-C, SIGHUP (the
+terminal closed), SIGTERM, and through PR_SET_PDEATHSIG even when the demo is killed
+(:mod:`appliance.host.children`).  Files that hold the board's key (the config archive,
+the initrd) are written 0600 from their first byte, in a 0700 directory.
+
+Every path handed to qemu-nbd or QEMU is absolute: qemu-nbd resolves a relative
+``tls-creds-psk dir=`` elsewhere than our working directory.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -21,6 +26,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from appliance.config.psk import write_private_file
+from appliance.host import children
 
 if TYPE_CHECKING:
     from image.qemu import QemuBoard
@@ -40,13 +48,16 @@ Reporter = Callable[[str], None]
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """What ``appliance demo`` was asked for."""
+    """What ``appliance demo`` was asked for (``out`` is made absolute)."""
 
     out: Path
     check: bool = False
     timeout: float = 300.0
     countdown: int = 1
     machine: str = "sabrelite"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", self.out.absolute())
 
 
 def guest_uri(port: int) -> str:
@@ -61,18 +72,21 @@ def settings_for(uri: str, key: bytes, countdown: int) -> dict[str, str]:
 
 
 def config_archive(dest: Path, settings: dict[str, str], epoch: int) -> Path:
-    """An initramfs archive holding a config store with ``settings`` at /etc/nbdroot."""
+    """An initramfs archive (mode 0600) holding a config store with ``settings``."""
     from appliance.config import Config, open_store
     from image import cpio
 
-    with tempfile.TemporaryDirectory() as tmp:
-        store_dir = Path(tmp) / "etc" / "nbdroot"
+    with tempfile.TemporaryDirectory() as tmp:  # 0700: the store holds the key
+        tree = Path(tmp) / "tree"
+        store_dir = tree / "etc" / "nbdroot"
         store_dir.mkdir(parents=True, mode=0o700)
         config = Config()
         for k, v in settings.items():
             config = config.set(k, v)
         open_store(store_dir).save(config)
-        cpio.write_gz(Path(tmp), dest, mtime=epoch)
+        archive = Path(tmp) / "config.cpio.gz"
+        cpio.write_gz(tree, archive, mtime=epoch)
+        write_private_file(dest, archive.read_bytes(), overwrite=True)
     return dest
 
 
@@ -83,19 +97,24 @@ def board_initrd(out: Path, work: Path, settings: dict[str, str], epoch: int = 0
 
 
 def concatenate(parts: list[Path], dest: Path) -> Path:
-    """``dest`` = the archives one after another (the kernel unpacks each in turn)."""
-    with dest.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as f:
-                shutil.copyfileobj(f, out)
+    """``dest`` (mode 0600) = the archives one after another (the kernel unpacks each)."""
+    write_private_file(dest, b"".join(part.read_bytes() for part in parts), overwrite=True)
     return dest
+
+
+def work_dir(out: Path) -> Path:
+    """``OUT/demo``, private to this user (it holds the board's key)."""
+    work = out / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o700)
+    return work
 
 
 def overlay(base: Path, dest: Path) -> Path:
     """A qcow2 overlay of ``base`` (raw): the guest's writes land in ``dest`` only."""
     dest.unlink(missing_ok=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
-                    "-b", str(base.resolve()), str(dest)], check=True, timeout=60)
+                    "-b", str(base.resolve()), str(dest.absolute())], check=True, timeout=60)
     return dest
 
 
@@ -122,10 +141,9 @@ def run(opts: DemoOptions, report: Reporter) -> int:
     from image.build import Options, build
 
     info = build(Options(out=opts.out), report)
-    work = opts.out / "demo"
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(opts.out)
     root = overlay(opts.out / "rootfs.ext4", work / "root.qcow2")
-    epoch = int(str(info.get("epoch", 0)) or 0)
+    epoch = int(str(info.get("source_date_epoch", 0)) or 0)
     with serve_root(root, work, report) as (port, key):
         uri = guest_uri(port)
         initrd = board_initrd(opts.out, work, settings_for(uri, key, opts.countdown), epoch)
@@ -150,7 +168,7 @@ def _interactive(opts: DemoOptions, initrd: Path) -> int:
     with contextlib.suppress(ValueError):
         i = argv.index("-monitor")
         del argv[i:i + 2]
-    proc = subprocess.Popen(argv)
+    proc = children.popen(argv)
     try:
         return proc.wait()
     finally:

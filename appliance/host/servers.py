@@ -34,13 +34,16 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.errors import ApplianceError
+from appliance.host import children
+
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 LOOPBACK = "127.0.0.1"
 
 
-class ServerError(RuntimeError):
-    """A test server could not be started."""
+class ServerError(ApplianceError):
+    """A server (qemu-nbd, nbdkit) could not be started."""
 
 
 def require(binary: str) -> str:
@@ -127,8 +130,8 @@ class NBDServer:
                 self.socket_path.unlink()
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
         try:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=log, start_new_session=True)
+            self.proc = children.popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=log, start_new_session=True)
         finally:
             log.close()
         self._wait_ready()
@@ -203,8 +206,12 @@ def start_qemu_nbd(image: Path, tmp: Path, *, fmt: str = "raw", export: str = ""
 
     With ``psk_file`` (made by :func:`make_psk`) the server requires TLS-PSK; qemu-nbd reads
     ``keys.psk`` from the file's directory.  ``binary`` runs another qemu-nbd than the one
-    on PATH (the extended-headers tests use a newer one).
+    on PATH (the extended-headers tests use a newer one).  Every path qemu-nbd gets is made
+    absolute: it resolves a relative ``dir=`` elsewhere than our working directory.
     """
+    tmp, image = tmp.absolute(), image.absolute()
+    psk_file = psk_file.absolute() if psk_file is not None else None
+    x509_dir = x509_dir.absolute() if x509_dir is not None else None
     tmp.mkdir(parents=True, exist_ok=True)
     port, sock = _endpoint(tmp, unix)
     argv = [binary or require("qemu-nbd"), "-f", fmt, "-t", "-e", str(shared), "-x", export,
@@ -241,6 +248,8 @@ def start_nbdkit(plugin: str, *plugin_args: str, tmp: Path, psk_file: Path | Non
     ``plugin_args`` as nbdkit expects (``error-rate=1``...).  ``host="::1"`` listens on
     IPv6 loopback.
     """
+    tmp = tmp.absolute()
+    psk_file = psk_file.absolute() if psk_file is not None else None
     tmp.mkdir(parents=True, exist_ok=True)
     port, sock = _endpoint(tmp, unix)
     argv = [require("nbdkit"), "-f", "-P", str(tmp / "nbdkit.pid")]

@@ -17,6 +17,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -188,3 +189,15 @@ def test_a_busy_port_is_a_one_line_error_and_leaves_no_server(fleet: Path) -> No
     pids = [int(line.split(" pid ")[1].split()[0]) for line in r.stderr.splitlines()
             if "qemu-nbd pid" in line]
     assert len(pids) == 1 and not pid_alive(pids[0])  # a's server was ended
+
+
+def test_kill_9_of_serve_still_ends_its_servers(fleet: Path,
+                                                serving: Callable[[], Serve]) -> None:
+    add(fleet, "a")
+    s = serving()
+    pids = s.server_pids()
+    assert s.stop(signal.SIGKILL) == -signal.SIGKILL
+    deadline = time.monotonic() + 10  # PR_SET_PDEATHSIG: the kernel sends them SIGTERM
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pid_alive(p) for p in pids)

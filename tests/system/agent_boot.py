@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import demo
+from appliance.host import demo
 
 BOOT_TIMEOUT = 300.0  # TCG on a loaded 2-core runner
 

@@ -6,11 +6,8 @@ setup prompt opens at once on the console UART, which QEMU serves as a TCP socke
 socket://127.0.0.1:PORT ...``: a bad value gives the board's one-line error and a
 non-zero exit; the real settings with ``--psk-file``, ``--save`` and ``--boot`` make
 the board boot its root from the real qemu-nbd (TLS-PSK) through the relay.  One boot
-per test.  QEMU 7.2's i.MX UART model intermittently stops delivering console input
-(measured: the one-command dialogue passed 3 of 3 runs, the five-command one stalled
-in 5 of 5, after 0 to 1 commands); only that outcome is an XFAIL, recognised by
-the host tool's own "no answer from the board" error.  QEMU and qemu-nbd are ended by
-PID whatever happens.
+per test, with the system's QEMU (10: 7.2's i.MX UART drops input after about one
+line).  QEMU and qemu-nbd are ended by PID whatever happens.
 """
 
 from __future__ import annotations
@@ -24,9 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import serial
 
-from appliance import demo
+from appliance.console.expect import ConsoleTimeout
+from appliance.host import demo
+from appliance.host.console import Expect, SerialDriver
 from appliance.host.servers import free_port
 from image.qemu import QemuBoard
 from tests.figures import figure
@@ -36,7 +34,6 @@ from tests.system.agent_boot import (
     tcp_console_argv,
     wait_for_listen,
 )
-from tests.system.newer_qemu import qemu10_argv
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 
@@ -52,19 +49,16 @@ def console(port: int, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def read_until(port: int, patterns: list[re.Pattern[bytes]], timeout: float) -> bytes:
-    """What the console says (read with pyserial, typing nothing) up to one of ``patterns``."""
-    seen = b""
-    deadline = time.monotonic() + timeout
-    link = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=1.0)
+    """What the console says (whole lines, typing nothing) up to one of ``patterns``."""
+    driver = SerialDriver(f"socket://127.0.0.1:{port}")
+    io = Expect(driver)
     try:
-        while time.monotonic() < deadline:
-            chunk: bytes = link.read(4096)
-            seen += chunk
-            if any(p.search(seen) for p in patterns):
-                return seen
+        io.expect(b"|".join(p.pattern for p in patterns), timeout)
+    except ConsoleTimeout:
+        pass  # the caller's assertion shows what was seen
     finally:
-        link.close()
-    return seen
+        driver.close()
+    return io.output
 
 
 @contextlib.contextmanager
@@ -77,7 +71,7 @@ def board_at_prompt(image_dir: Path, work: Path) -> Iterator[tuple[QemuBoard, in
     initrd = demo.board_initrd(image_dir, work, {"console.countdown": "1"})
     port = free_port()
     uart_log = work / "uart.log"
-    argv = qemu10_argv(tcp_console_argv(demo.boot_argv(image_dir, initrd), port, uart_log))
+    argv = tcp_console_argv(demo.boot_argv(image_dir, initrd), port, uart_log)
     board = QemuBoard(argv, work / "qemu.log")
     board.start()
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import demo
+from appliance.host import demo
 from board.profile import device_name, get_profile
 from image.qemu import ConsoleTimeout, QemuBoard
 from tests.figures import figure

@@ -5,4 +5,15 @@ Each module exposes ``register(subparsers)`` as the board's commands in
 the ``appliance`` command simply lacks these subcommands.
 """
 
+from pathlib import Path
+
 COMMANDS: tuple[str, ...] = ("console", "image", "demo", "bench", "fleet", "serve")
+
+
+def absolute_path(text: str) -> Path:
+    """An argparse ``type``: the path made absolute once, at the command line's edge.
+
+    Servers and QEMU get absolute paths only (qemu-nbd resolves a relative
+    ``tls-creds-psk dir=`` elsewhere than our working directory).
+    """
+    return Path(text).absolute()

@@ -66,9 +66,12 @@ def register_storm(sub: Any) -> None:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     """Handler of ``appliance bench copy``."""
+    from appliance.host import children
     from appliance.host.bench import copy_benchmark, report
 
-    for line in report(copy_benchmark(args.size, args.repeats)):
+    with children.signals_raise():
+        lines = report(copy_benchmark(args.size, args.repeats))
+    for line in lines:
         print(line)
     return 0
 
@@ -97,9 +100,9 @@ def cmd_storm(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     """Handler of ``appliance bench record-trace``."""
-    from appliance.host.fleet.serve import stop_on_signals
+    from appliance.host.children import signals_raise
     from appliance.host.fleet.trace import record
 
-    with stop_on_signals():  # SIGTERM/SIGHUP unwind too: nbdkit and QEMU are ended by PID
+    with signals_raise():  # SIGTERM/SIGHUP unwind too: nbdkit and QEMU are ended by PID
         record(args.out, args.output, report_line)
     return 0

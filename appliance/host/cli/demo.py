@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
+
+from appliance.host.cli import absolute_path
 
 HELP = """\
 Build the boot image (cached in --out), serve its root filesystem with qemu-nbd over
@@ -20,7 +21,7 @@ naming the boot step that failed.
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="build the image and boot the emulated board from NBD",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("out"),
+    p.add_argument("--out", type=absolute_path, default="out",
                    help="artefact directory (default: ./out)")
     p.add_argument("--check", action="store_true",
                    help="boot headless and report success or the failing step")
@@ -32,10 +33,12 @@ def register(sub: Any) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from appliance.host import children
     from appliance.host.demo import DemoOptions, run
 
     def report(line: str) -> None:
         print(f"demo: {line}", file=sys.stderr, flush=True)
 
-    return run(DemoOptions(out=args.out, check=args.check, timeout=args.timeout,
-                           countdown=args.countdown), report)
+    with children.signals_raise():
+        return run(DemoOptions(out=args.out, check=args.check, timeout=args.timeout,
+                               countdown=args.countdown), report)

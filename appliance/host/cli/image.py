@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from appliance.host.cli import absolute_path
 
 
 def register(subparsers: Any) -> None:
@@ -21,11 +22,11 @@ def register(subparsers: Any) -> None:
         "sdcard.img with mmdebstrap from Debian armhf packages. The result is cached by "
         "content: a second run with the same package list, builder and agent sources "
         "returns at once. Set SOURCE_DATE_EPOCH to change the timestamps in the artefacts.")
-    build.add_argument("--out", type=Path, default=Path("out"), metavar="DIR",
+    build.add_argument("--out", type=absolute_path, default="out", metavar="DIR",
                        help="output directory (default: ./out)")
     build.add_argument("--suite", default="stable",
                        help="Debian suite to fetch from (default: stable, i.e. trixie)")
-    build.add_argument("--cache", type=Path, default=None, metavar="DIR",
+    build.add_argument("--cache", type=absolute_path, default=None, metavar="DIR",
                        help="download cache for .deb files "
                        "(default: ~/.cache/nbdroot-imx6/apt-archives)")
     build.add_argument("--no-rootfs", action="store_true",

@@ -14,7 +14,9 @@ one golden file and the page cache.
 Board ``slot`` listens on ``PORT + slot``.  Connection events come from qemu-nbd's own
 trace points (``-T``), read from each server's log: one line per board connection or
 refused handshake, and the time in ``boards/NAME/last-seen``.  The servers are ended by
-PID when serve ends: on return, an error, SIGINT, SIGTERM or SIGHUP.
+PID when serve ends: on return, an error, SIGINT, SIGTERM or SIGHUP
+(:func:`appliance.host.children.signals_raise`), and by the kernel on kill -9 (the
+servers are started with PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
 
-from appliance.errors import ApplianceError, ConfigError
+from appliance.errors import ConfigError, Terminated
+from appliance.host.children import signals_raise
 from appliance.host.servers import NBDServer, ServerError, require
 
 from . import boards, golden
@@ -41,14 +42,6 @@ SHARED = 8  # connections at once per board (a relay reconnecting overlaps its o
 POLL = 0.2
 
 Reporter = Callable[[str], None]
-
-
-class Stopped(ApplianceError):
-    """A signal told the command to stop (exit status 128 + the signal's number)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.exit_code = 128 + signum
 
 
 @dataclass
@@ -173,33 +166,18 @@ class FleetServer:
             (self.fleet.root / "run" / marker).unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise :class:`Stopped`, as SIGINT raises KeyboardInterrupt, so
-    every ``finally`` runs and the children are ended by PID."""
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Stopped(signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def serve(fleet: Fleet, listen: Listen | None, report: Reporter,
           until: Callable[[], bool] = lambda: False) -> int:
     """Run the fleet's servers in the foreground until a signal (or ``until()``)."""
     fs = FleetServer(fleet, report)
-    with stop_on_signals():
+    with signals_raise():
         try:
             fs.start(listen)
             report(f"serving {len(fs.running)} board(s) from {fleet.root}; Ctrl-C stops")
             while not until():
                 fs.poll()
                 time.sleep(POLL)
-        except (Stopped, KeyboardInterrupt) as exc:
+        except (Terminated, KeyboardInterrupt) as exc:
             report(f"{exc or 'interrupted'}: ending {len(fs.running)} server(s)")
         finally:
             fs.stop()

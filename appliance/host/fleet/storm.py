@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ConfigError
+from appliance.host import children
 
 from . import boards, golden
-from .serve import FleetServer, stop_on_signals
+from .serve import FleetServer
 from .state import Fleet, Listen
 from .trace import Op, extent, load
 
@@ -138,7 +139,7 @@ class Storm:
             boards.add(self.fleet, f"board-{i:03d}", golden_version=self.golden.number,
                        mode=self.mode)
         server = FleetServer(self.fleet, lambda line: None)
-        clients: list[subprocess.Popen[str]] = []
+        clients: list[subprocess.Popen[bytes]] = []
         try:
             server.start(Listen("127.0.0.1", free_ports(n)))
             results = self._storm(server, clients, n)
@@ -150,7 +151,7 @@ class Storm:
             server.stop()
         return results
 
-    def _storm(self, server: FleetServer, clients: list[subprocess.Popen[str]],
+    def _storm(self, server: FleetServer, clients: list[subprocess.Popen[bytes]],
                n: int) -> StormResult:
         out = self.work / f"results-{n}"
         out.mkdir(exist_ok=True)
@@ -159,18 +160,18 @@ class Storm:
                     boards.uri(self.fleet, b), str(self.trace), str(out / f"{b.name}.json"),
                     str(self.depth), "1" if self.mode == "cow" else "0",
                     "1" if self.paced else "0"]
-            clients.append(subprocess.Popen(argv, stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, text=True))
+            clients.append(children.popen(argv, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE))
         deadline = time.monotonic() + READY_TIMEOUT
         for proc in clients:
             assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready" or time.monotonic() > deadline:
+            if proc.stdout.readline().strip() != b"ready" or time.monotonic() > deadline:
                 raise ConfigError("a simulated board did not start (see its stderr above)")
         _, cpu0 = proc_figures(server.pids)
         started = time.monotonic()
         for proc in clients:
             assert proc.stdin is not None
-            proc.stdin.write("go\n")
+            proc.stdin.write(b"go\n")
             proc.stdin.flush()
         for proc in clients:
             proc.wait(max(1.0, started + STORM_TIMEOUT - time.monotonic()))
@@ -203,7 +204,7 @@ def storm(trace: Path, counts: list[int], work: Path, report: Reporter, emit: Re
           paced: bool = False) -> list[StormResult]:
     """A storm for each N in ``counts``; each table row goes to ``emit`` as it is known."""
     results = []
-    with stop_on_signals():
+    with children.signals_raise():
         s = Storm(work, trace, image, mode, depth, paced)
         report(f"trace {trace.name}: {len(s.ops)} requests; golden {s.golden.size // MiB} MiB; "
                f"mode {mode}, depth {depth}{', paced as recorded' if paced else ''}; "
