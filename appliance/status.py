@@ -37,13 +37,20 @@ class RootStatus:
                 f"pid={self.relay_pid or 0} argv0={self.relay_argv0 or '-'}")
 
 
+OVERLAY_LOWER = "/run/nbdroot/lower"  # root.mode=overlay: where the boot mounts the export
+
+
 def root_device(mounts: Path = Path("/proc/self/mounts")) -> str | None:
-    """The device mounted on / (the last such mount wins, as the kernel stacks them)."""
-    device = None
+    """The device mounted on / (the last such mount wins, as the kernel stacks them); for
+    an overlay root (root.mode=overlay), the read-only device below it."""
+    found: dict[str, str] = {}
     for line in mounts.read_text().splitlines():
         fields = line.split()
-        if len(fields) >= 2 and fields[1] == "/":
-            device = fields[0]
+        if len(fields) >= 2:
+            found[fields[1]] = fields[0]
+    device = found.get("/")
+    if device == "overlay":
+        return found.get(OVERLAY_LOWER, device)
     return device
 
 

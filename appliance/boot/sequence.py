@@ -34,6 +34,7 @@ from appliance.config import BootConfig
 from appliance.deadline import Deadline
 from appliance.errors import ApplianceError, NBDError
 from appliance.run import run as run_tool
+from appliance.status import OVERLAY_LOWER
 
 if TYPE_CHECKING:
     from appliance.net.static import IPv4Config
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUN_DIR = Path("/run/nbdroot")
+LOWER = Path(OVERLAY_LOWER)  # root.mode=overlay: the read-only export, below the overlay
 NEWROOT = "/newroot"
 DEVICE_WAIT_S = 30.0
 
@@ -159,16 +161,37 @@ def wait_for_device(device: str, timeout: float = DEVICE_WAIT_S) -> None:
     raise ApplianceError(f"{device} has no size after {timeout:.0f} s")
 
 
-def mount_root(device: str, init: str) -> None:
-    """Mount ``device`` on /newroot and move the pseudo filesystems into it."""
+def mount_root(device: str, init: str, mode: str = "rw", overlay_size: str = "50%") -> None:
+    """Mount ``device`` on /newroot and move the pseudo filesystems into it.
+
+    ``mode="overlay"``: ``device`` read-only at /run/nbdroot/lower, a tmpfs of
+    ``overlay_size`` at /run/nbdroot/rw, and an overlayfs of the two on /newroot; /run moves
+    into the root with them, so ``appliance status`` finds the lower device there.
+    """
     os.makedirs(NEWROOT, exist_ok=True)
-    _run(["mount", "-t", "ext4", "-o", "rw,noatime", device, NEWROOT])
+    if mode == "overlay":
+        mount_overlay(device, overlay_size)
+    else:
+        _run(["mount", "-t", "ext4", "-o", "rw,noatime", device, NEWROOT])
     if not os.access(NEWROOT + init, os.X_OK):
         raise ApplianceError(f"the root on {device} has no executable {init} "
                              "(wrong export, or give init= on the kernel command line)")
     for mnt in ("/dev", "/proc", "/sys", "/run"):
         os.makedirs(NEWROOT + mnt, exist_ok=True)
         _run(["mount", "--move", mnt, NEWROOT + mnt])
+
+
+def mount_overlay(device: str, size: str) -> None:
+    """/newroot = overlayfs: ``device`` read-only below, a tmpfs of ``size`` above."""
+    lower, rw = str(LOWER), str(RUN_DIR / "rw")
+    os.makedirs(lower, exist_ok=True)
+    os.makedirs(rw, exist_ok=True)
+    _run(["mount", "-t", "ext4", "-o", "ro,noatime", device, lower])
+    _run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", rw])
+    os.makedirs(rw + "/upper", exist_ok=True)
+    os.makedirs(rw + "/work", exist_ok=True)
+    _run(["mount", "-t", "overlay", "-o", f"lowerdir={lower},upperdir={rw}/upper,"
+          f"workdir={rw}/work", "overlay", NEWROOT])
 
 
 def _run(argv: list[str]) -> None:
@@ -212,8 +235,10 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
             step.detail = start_relay(uri, boot, opts.device)
             wait_for_device(opts.device)
         with tl.step("root") as step:
-            mount_root(opts.device, opts.init)
-            step.detail = f"{opts.device} on /"
+            mount_root(opts.device, opts.init, boot.root_mode, boot.root_overlay_size)
+            step.detail = (f"{opts.device} on /" if boot.root_mode == "rw" else
+                           f"overlay on / ({opts.device} read-only, "
+                           f"RAM {boot.root_overlay_size})")
     finally:
         _save(tl)
     return opts.init

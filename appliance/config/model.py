@@ -123,6 +123,8 @@ class BootConfig:
     retry_backoff_initial: float
     retry_backoff_max: float
     console_countdown: int
+    root_mode: str
+    root_overlay_size: str
 
     @classmethod
     def typed(cls, config: Config) -> BootConfig:

@@ -68,6 +68,11 @@ SETTINGS: tuple[Setting, ...] = (
             "longest wait between reconnect attempts", fmt=v.format_number),
     Setting("console.countdown", "seconds", "3", v.parse_countdown,
             "how long the boot waits for a key press to open this prompt (0: never)"),
+    Setting("root.mode", "rw|overlay", "rw", v.parse_root_mode,
+            "rw: mount the export read-write; overlay: mount it read-only (a shared golden "
+            "root) under an overlayfs whose writes stay in RAM"),
+    Setting("root.overlay-size", "SIZE|N%", "50%", v.parse_tmpfs_size,
+            "with root.mode=overlay: the RAM the root's writes may use (tmpfs size=)"),
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -217,3 +217,21 @@ def parse_profile(text: str) -> str | None:
     return text
 
 
+
+
+ROOT_MODES = ("rw", "overlay")
+TMPFS_SIZE = re.compile(r"([1-9][0-9]{0,5}[kKmMgG]|[1-9][0-9]?%|100%)")
+
+
+def parse_root_mode(text: str) -> str:
+    """How the root is mounted: ``rw`` or ``overlay``."""
+    if text not in ROOT_MODES:
+        raise ValueError(f"must be one of {', '.join(ROOT_MODES)}")
+    return text
+
+
+def parse_tmpfs_size(text: str) -> str:
+    """A tmpfs ``size=``: a number with k/M/G, or 1-100 % of RAM."""
+    if TMPFS_SIZE.fullmatch(text) is None:
+        raise ValueError("must be a size with k, M or G (256M) or a share of RAM (50%)")
+    return text

@@ -7,7 +7,7 @@ the ``appliance`` command simply lacks these subcommands.
 
 from pathlib import Path
 
-COMMANDS: tuple[str, ...] = ("console", "image", "demo", "bench")
+COMMANDS: tuple[str, ...] = ("console", "image", "demo", "bench", "fleet", "serve")
 
 
 def absolute_path(text: str) -> Path:

@@ -1,0 +1,1 @@
+"""Fleet state, appliance serve and the boot storm against real qemu-nbd."""
