@@ -47,6 +47,7 @@ class DemoOptions:
     timeout: float = 300.0
     countdown: int = 1
     machine: str = "sabrelite"
+    boot: str = "kernel"  # "kernel": QEMU loads kernel/DTB/initramfs; "uboot": sdcard.img
 
 
 def guest_uri(port: int) -> str:
@@ -128,11 +129,16 @@ def run(opts: DemoOptions, report: Reporter) -> int:
     epoch = int(str(info.get("epoch", 0)) or 0)
     with serve_root(root, work, report) as (port, key):
         uri = guest_uri(port)
-        initrd = board_initrd(opts.out, work, settings_for(uri, key, opts.countdown), epoch)
-        report(f"booting -M {opts.machine}; the board's config: nbd.uri={uri}")
+        settings = settings_for(uri, key, opts.countdown)
+        if opts.boot == "uboot":
+            argv = uboot_boot_argv(opts.out, work, settings, epoch)
+        else:
+            argv = boot_argv(opts.out, board_initrd(opts.out, work, settings, epoch),
+                             opts.machine)
+        report(f"booting -M {opts.machine} ({opts.boot}); the board's config: nbd.uri={uri}")
         if opts.check:
-            return _check(opts, initrd, work, report)
-        return _interactive(opts, initrd)
+            return _check(opts, argv, work, report)
+        return _interactive(argv)
 
 
 def boot_argv(out: Path, initrd: Path, machine: str = "sabrelite") -> list[str]:
@@ -143,9 +149,24 @@ def boot_argv(out: Path, initrd: Path, machine: str = "sabrelite") -> list[str]:
                      initrd=str(initrd.resolve()))
 
 
-def _interactive(opts: DemoOptions, initrd: Path) -> int:
+def uboot_boot_argv(out: Path, work: Path, settings: dict[str, str], epoch: int = 0) -> list[str]:
+    """qemu-system-arm -M sabrelite booting a copy of sdcard.img through Debian's U-Boot.
+
+    The copy's boot partition also holds the board's settings as
+    ``nbdroot-config.cpio.gz``, which boot.scr appends to the initramfs.
+    """
+    from image import sdcard, uboot
+    from image.qemu import SABRELITE
+
+    config = config_archive(work / "config.cpio.gz", settings, epoch)
+    card = sdcard.write_sdcard(out, work / sdcard.SDCARD, [SABRELITE.dtb], epoch=epoch,
+                               extra={sdcard.CONFIG_ARCHIVE: config})
+    return uboot.uboot_argv(card, uboot.fetch_uboot(), work)
+
+
+def _interactive(argv: list[str]) -> int:
     """QEMU in the foreground on this terminal (Ctrl-A X quits)."""
-    argv = boot_argv(opts.out, initrd, opts.machine)
+    argv = list(argv)
     argv[argv.index("stdio")] = "mon:stdio"
     with contextlib.suppress(ValueError):
         i = argv.index("-monitor")
@@ -159,11 +180,11 @@ def _interactive(opts: DemoOptions, initrd: Path) -> int:
             proc.wait(10)
 
 
-def _check(opts: DemoOptions, initrd: Path, work: Path, report: Reporter) -> int:
+def _check(opts: DemoOptions, argv: list[str], work: Path, report: Reporter) -> int:
     """Boot headless; succeed when the root reports NBD + relay, fail naming the step."""
     from image.qemu import ConsoleTimeout, QemuBoard
 
-    board = QemuBoard(boot_argv(opts.out, initrd, opts.machine), work / "console.log")
+    board = QemuBoard(argv, work / "console.log")
     board.start()
     try:
         pattern = b"|".join(p.pattern for p in (ROOT_OK, FAILED_STEP))

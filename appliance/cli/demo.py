@@ -28,6 +28,10 @@ def register(sub: Any) -> None:
                    help="with --check: how long the boot may take (default 300)")
     p.add_argument("--countdown", type=int, default=1, metavar="SECONDS",
                    help="the board's 'press a key to configure' countdown (default 1)")
+    p.add_argument("--boot", choices=("kernel", "uboot"), default="kernel",
+                   help="kernel: QEMU loads the kernel, DTB and initramfs (default); "
+                        "uboot: boot sdcard.img through Debian's U-Boot, as a real "
+                        "SABRE Lite does (sabrelite only)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -38,4 +42,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"demo: {line}", file=sys.stderr, flush=True)
 
     return run(DemoOptions(out=args.out, check=args.check, timeout=args.timeout,
-                           countdown=args.countdown), report)
+                           countdown=args.countdown, boot=args.boot), report)
