@@ -107,7 +107,8 @@ def serve_root(image: Path, work: Path, report: Reporter) -> Iterator[tuple[int,
     from appliance.servers import make_psk, start_qemu_nbd
 
     key = generate_key()
-    psk = make_psk(work / "tls", IDENTITY, key)
+    # absolute: qemu-nbd resolves a relative tls-creds-psk dir= elsewhere than our cwd
+    psk = make_psk(work.resolve() / "tls", IDENTITY, key)
     server = start_qemu_nbd(image, work / "qemu-nbd", fmt="qcow2", export=EXPORT, psk_file=psk)
     report(f"qemu-nbd (pid {server.pid}) serves {image.name} on 127.0.0.1:{server.port} "
            f"as '{EXPORT}' (TLS-PSK, identity '{IDENTITY}')")
