@@ -52,21 +52,26 @@ MCIMX6UL_EVK = Machine("mcimx6ul-evk", "imx6ul-14x14-evk.dtb", "ttymxc0", 0, 2)
 MACHINES = {m.name: m for m in (SABRELITE, MCIMX6UL_EVK)}
 
 
-def qemu_argv(machine: Machine, artefacts: Path, *, append: str = "", memory: str = "1G",
-              kernel: str = "vmlinuz", initrd: str = "initramfs.cpio.gz",
-              extra: tuple[str, ...] = ()) -> list[str]:
-    """The qemu-system-arm command line booting ``artefacts`` (an ``image build`` DIR)."""
+def board_argv(machine: Machine, memory: str = "1G") -> list[str]:
+    """qemu-system-arm's machine, memory, console UART and NICs, without a boot source."""
     serials: list[str] = []
     for i in range(machine.serial_index + 1):
         serials += ["-serial", "stdio" if i == machine.serial_index else "null"]
     nics: list[str] = []
     for _ in range(machine.nics):
         nics += ["-nic", "user,model=imx.enet"]
-    cmdline = f"console={machine.console},115200 rdinit=/init {append}".strip()
     return ["qemu-system-arm", "-M", machine.name, "-m", memory, "-no-reboot",
-            "-display", "none", "-monitor", "none", *serials,
+            "-display", "none", "-monitor", "none", *serials, *nics]
+
+
+def qemu_argv(machine: Machine, artefacts: Path, *, append: str = "", memory: str = "1G",
+              kernel: str = "vmlinuz", initrd: str = "initramfs.cpio.gz",
+              extra: tuple[str, ...] = ()) -> list[str]:
+    """The qemu-system-arm command line booting ``artefacts`` (an ``image build`` DIR)."""
+    cmdline = f"console={machine.console},115200 rdinit=/init {append}".strip()
+    return [*board_argv(machine, memory),
             "-kernel", str(artefacts / kernel), "-dtb", str(artefacts / machine.dtb),
-            "-initrd", str(artefacts / initrd), "-append", cmdline, *nics, *extra]
+            "-initrd", str(artefacts / initrd), "-append", cmdline, *extra]
 
 
 class QemuBoard:

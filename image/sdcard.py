@@ -8,6 +8,7 @@ partitioning tool (or root) is needed; the partition is made by ``mke2fs -d``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import uuid
@@ -23,6 +24,8 @@ BOOT_SCR = "boot.scr"
 SECTOR = 512
 PART_START = 2048  # 1 MiB: aligned for SD erase blocks
 PART_SIZE = 96 * 2**20
+DISK_SIZE = 128 * 2**20  # a power of two: QEMU's sd-card refuses other sizes
+CONFIG_ARCHIVE = "nbdroot-config.cpio.gz"  # optional; boot.scr appends it to the initramfs
 PART_TYPE_LINUX = 0x83
 DISK_SIGNATURE = 0x6E626472  # "nbdr"
 BOOT_UUID = uuid.uuid5(uuid.NAMESPACE_URL, "nbdroot-imx6/boot")
@@ -46,24 +49,40 @@ def boot_script(dest: Path, epoch: int) -> None:
 
 def build(out: Path, image_spec: ImageSpec, *, epoch: int) -> list[str]:
     """Write boot.scr and sdcard.img into ``out``; return their names."""
-    boot = out / ".work" / "boot"
-    if boot.exists():
-        shutil.rmtree(boot)
-    boot.mkdir(parents=True)
     boot_script(out / BOOT_SCR, epoch)
-    for name in ("vmlinuz", "initramfs.cpio.gz", BOOT_SCR, *image_spec.dtbs):
+    write_sdcard(out, out / SDCARD, image_spec.dtbs, epoch=epoch)
+    return [BOOT_SCR, SDCARD]
+
+
+def write_sdcard(out: Path, dest: Path, dtbs: tuple[str, ...] | list[str], *, epoch: int,
+                 extra: dict[str, Path] | None = None) -> Path:
+    """An SD card image with the boot files of ``out`` (and ``extra``: name -> file).
+
+    With ``extra`` (a board's settings archive, holding its key) the image is created 0600.
+    """
+    work = dest.parent / f".{dest.name}.work"
+    boot = work / "boot"
+    if work.exists():
+        shutil.rmtree(work)
+    boot.mkdir(parents=True)
+    for name in ("vmlinuz", "initramfs.cpio.gz", BOOT_SCR, *dtbs):
         shutil.copyfile(out / name, boot / name)
     shutil.copyfile(FILES / "boot.cmd", boot / "boot.cmd")
-    part = out / ".work" / "boot.ext4"
+    for name, src in (extra or {}).items():
+        shutil.copyfile(src, boot / name)
+    part = work / "boot.ext4"
     make_ext4(boot, part, epoch=epoch, size=PART_SIZE, label="boot", fs_uuid=BOOT_UUID)
-    with (out / SDCARD).open("wb") as disk:
+    dest.unlink(missing_ok=True)
+    mode = 0o600 if extra else 0o644  # extra files are the board's settings, with its key
+    with os.fdopen(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as disk:
         disk.write(mbr(PART_START, PART_SIZE // SECTOR))
         disk.seek(PART_START * SECTOR)
-        with part.open("rb") as src:
-            while chunk := src.read(2**20):
+        with part.open("rb") as src_part:
+            while chunk := src_part.read(2**20):
                 if chunk.count(0) == len(chunk):
                     disk.seek(len(chunk), 1)  # keep the image sparse
                 else:
                     disk.write(chunk)
-        disk.truncate((PART_START * SECTOR) + PART_SIZE)
-    return [BOOT_SCR, SDCARD]
+        disk.truncate(DISK_SIZE)
+    shutil.rmtree(work)
+    return dest

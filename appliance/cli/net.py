@@ -47,6 +47,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _root(s)
     s.set_defaults(func=_status)
 
+    k = sub.add_parser(
+        "keep-lease", help="get a DHCP lease on an up interface and keep renewing it",
+        description="Get a DHCP lease (the address is not applied; `net up` does that) and "
+        "renew it at half its time, asking for the same address, until stopped.")
+    k.add_argument("--iface", default="eth0", help="interface (default: eth0)")
+    k.add_argument("--dhcp-timeout", type=float, default=30.0, metavar="S",
+                   help="first lease within S seconds (default 30)")
+    k.add_argument("--rounds", type=int, metavar="N", help="stop after N renewals")
+    k.set_defaults(func=_keep_lease)
+
 
 def _root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=Path("/"),
@@ -76,6 +86,17 @@ def _up(args: argparse.Namespace) -> int:
     how = "static" if cfg is not None else f"DHCP, lease {c.lease_s} s"
     print(f"{result.iface}: {c.address} ({how}), gateway {c.gateway or 'none'}, "
           f"DNS {' '.join(map(str, c.dns)) or 'none'}")
+    return 0
+
+
+def _keep_lease(args: argparse.Namespace) -> int:
+    from appliance.net import dhcp, lease
+
+    if args.rounds is not None and args.rounds < 1:
+        raise UsageError("--rounds must be at least 1")
+    cfg = dhcp.obtain(args.iface, args.dhcp_timeout)
+    print(f"{args.iface}: lease of {cfg.address} for {cfg.lease_s} s", flush=True)
+    lease.keep(args.iface, cfg, lambda line: print(line, flush=True), rounds=args.rounds)
     return 0
 
 

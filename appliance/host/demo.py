@@ -43,6 +43,7 @@ ROOT_OK = re.compile(rb"nbdroot-status: root=(/dev/nbd\d+) relay=alive pid=(\d+)
 FAILED_STEP = re.compile(rb"nbdroot: \[[ \d.]+s\] \S+ \([\d.]+s\) FAILED|Kernel panic[^\r\n]*")
 BOOT_FAILED = re.compile(rb"nbdroot: boot failed: ([^\r\n]*)\r?\n")
 
+QEMU_GRACE = 10.0  # seconds QEMU gets to end after SIGTERM, before SIGKILL
 Reporter = Callable[[str], None]
 
 
@@ -55,6 +56,7 @@ class DemoOptions:
     timeout: float = 300.0
     countdown: int = 1
     machine: str = "sabrelite"
+    boot: str = "kernel"  # "kernel": QEMU loads kernel/DTB/initramfs; "uboot": sdcard.img
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", self.out.absolute())
@@ -125,7 +127,7 @@ def serve_root(image: Path, work: Path, report: Reporter) -> Iterator[tuple[int,
     from appliance.host.servers import make_psk, start_qemu_nbd
 
     key = generate_key()
-    psk = make_psk(work / "tls", IDENTITY, key)
+    psk = make_psk(work / "tls", IDENTITY, key)  # start_qemu_nbd makes every path absolute
     server = start_qemu_nbd(image, work / "qemu-nbd", fmt="qcow2", export=EXPORT, psk_file=psk)
     report(f"qemu-nbd (pid {server.pid}) serves {image.name} on 127.0.0.1:{server.port} "
            f"as '{EXPORT}' (TLS-PSK, identity '{IDENTITY}')")
@@ -146,11 +148,16 @@ def run(opts: DemoOptions, report: Reporter) -> int:
     epoch = int(str(info.get("source_date_epoch", 0)) or 0)
     with serve_root(root, work, report) as (port, key):
         uri = guest_uri(port)
-        initrd = board_initrd(opts.out, work, settings_for(uri, key, opts.countdown), epoch)
-        report(f"booting -M {opts.machine}; the board's config: nbd.uri={uri}")
+        settings = settings_for(uri, key, opts.countdown)
+        if opts.boot == "uboot":
+            argv = uboot_boot_argv(opts.out, work, settings, epoch)
+        else:
+            argv = boot_argv(opts.out, board_initrd(opts.out, work, settings, epoch),
+                             opts.machine)
+        report(f"booting -M {opts.machine} ({opts.boot}); the board's config: nbd.uri={uri}")
         if opts.check:
-            return _check(opts, initrd, work, report)
-        return _interactive(opts, initrd)
+            return _check(opts, argv, work, report)
+        return _interactive(argv)
 
 
 def boot_argv(out: Path, initrd: Path, machine: str = "sabrelite") -> list[str]:
@@ -161,9 +168,24 @@ def boot_argv(out: Path, initrd: Path, machine: str = "sabrelite") -> list[str]:
                      initrd=str(initrd.resolve()))
 
 
-def _interactive(opts: DemoOptions, initrd: Path) -> int:
+def uboot_boot_argv(out: Path, work: Path, settings: dict[str, str], epoch: int = 0) -> list[str]:
+    """qemu-system-arm -M sabrelite booting a copy of sdcard.img through Debian's U-Boot.
+
+    The copy's boot partition also holds the board's settings as
+    ``nbdroot-config.cpio.gz``, which boot.scr appends to the initramfs.
+    """
+    from image import sdcard, uboot
+    from image.qemu import SABRELITE
+
+    config = config_archive(work / "config.cpio.gz", settings, epoch)
+    card = sdcard.write_sdcard(out, work / sdcard.SDCARD, [SABRELITE.dtb], epoch=epoch,
+                               extra={sdcard.CONFIG_ARCHIVE: config})
+    return uboot.uboot_argv(card, uboot.fetch_uboot(), work)
+
+
+def _interactive(argv: list[str]) -> int:
     """QEMU in the foreground on this terminal (Ctrl-A X quits)."""
-    argv = boot_argv(opts.out, initrd, opts.machine)
+    argv = list(argv)
     argv[argv.index("stdio")] = "mon:stdio"
     with contextlib.suppress(ValueError):
         i = argv.index("-monitor")
@@ -172,16 +194,26 @@ def _interactive(opts: DemoOptions, initrd: Path) -> int:
     try:
         return proc.wait()
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
+        _end(proc)
 
 
-def _check(opts: DemoOptions, initrd: Path, work: Path, report: Reporter) -> int:
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """End QEMU by PID: SIGTERM, then SIGKILL if it is still there after a grace period."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(QEMU_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(QEMU_GRACE)
+
+
+def _check(opts: DemoOptions, argv: list[str], work: Path, report: Reporter) -> int:
     """Boot headless; succeed when the root reports NBD + relay, fail naming the step."""
     from image.qemu import ConsoleTimeout, QemuBoard
 
-    board = QemuBoard(boot_argv(opts.out, initrd, opts.machine), work / "console.log")
+    board = QemuBoard(argv, work / "console.log")
     board.start()
     try:
         pattern = b"|".join(p.pattern for p in (ROOT_OK, FAILED_STEP))

@@ -80,15 +80,19 @@ def parse_lease(text: str) -> IPv4Config:
                       lease_s=int(lease) if lease.isdigit() else None)
 
 
-def obtain(iface: str, timeout: float = 30.0) -> IPv4Config:
-    """Run udhcpc on ``iface`` (up, with carrier) and return the lease's configuration."""
+def obtain(iface: str, timeout: float = 30.0,
+           request: ipaddress.IPv4Address | None = None) -> IPv4Config:
+    """Run udhcpc on ``iface`` (up, with carrier) and return the lease's configuration.
+
+    ``request``: ask for this address (udhcpc ``-r``), as a renewal of a held lease does.
+    """
     tries = max(1, round(timeout / 2))
     with tempfile.TemporaryDirectory(prefix="appliance-dhcp-") as tmp:
         script, lease = Path(tmp) / "udhcpc.script", Path(tmp) / "lease"
         script.write_text(SCRIPT)
         script.chmod(0o700)
         argv = [*udhcpc_argv(), "-f", "-q", "-n", "-i", iface, "-t", str(tries), "-T", "2",
-                "-s", str(script)]
+                "-s", str(script), *(["-r", str(request)] if request else [])]
         proc = run(argv, error=NetworkError, what=iface, env={LEASE_ENV: str(lease)},
                    timeout=timeout + 10, check=False)
         log.debug("udhcpc: %s", proc.stderr.strip())

@@ -118,12 +118,14 @@ def test_boot_script_is_a_uboot_script_image(image_dir: Path) -> None:
     ih_type = raw[30]
     assert magic == UIMAGE_MAGIC and ih_type == IH_TYPE_SCRIPT
     body = raw[64:].decode(errors="replace")
-    assert "bootz ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdt_addr_r}" in body
+    assert "bootz ${kernel_addr_r} ${nbdroot_rd}:${nbdroot_rdsize} ${fdt_addr_r}" in body
+    assert "/nbdroot-config.cpio.gz" in body
     assert "console=ttymxc1,115200" in body and "imx6q-sabrelite.dtb" in body
 
 
 def test_sdcard_boot_partition_holds_the_boot_files(image_dir: Path, tmp_path: Path) -> None:
     disk = (image_dir / "sdcard.img").read_bytes()
+    assert len(disk) == 128 * 2**20  # a power of two, as QEMU's sd-card requires
     assert disk[510:512] == b"\x55\xaa"
     boot, ptype, start, count = struct.unpack_from("<B3xB3xII", disk, 446)
     assert (boot, ptype) == (0x80, 0x83) and start * 512 % 2**20 == 0

@@ -84,15 +84,19 @@ class Dnsmasq:
 
 
 @pytest.fixture
-def dnsmasq(veth: Veth, tmp_path: Path) -> Iterator[Dnsmasq]:
-    """A DHCP-only dnsmasq on srv0 (DNS off: --port=0), stopped by PID afterwards."""
+def dnsmasq(veth: Veth, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Dnsmasq]:
+    """A DHCP-only dnsmasq on srv0 (DNS off: --port=0), stopped by PID afterwards.
+
+    Lease time 1h, or the test's indirect parameter (e.g. "2m").
+    """
+    lease_time = getattr(request, "param", "1h")
     veth.server_up()
     log = tmp_path / "dnsmasq.log"
     s = veth.subnet
     argv = ["ip", "netns", "exec", veth.server, "dnsmasq", "--keep-in-foreground",
             "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0", "--user=root",
             "--interface=srv0", "--bind-interfaces", "--log-dhcp", "--log-facility=-",
-            f"--dhcp-range={s}.50,{s}.60,255.255.255.0,1h", f"--dhcp-option=3,{s}.1",
+            f"--dhcp-range={s}.50,{s}.60,255.255.255.0,{lease_time}", f"--dhcp-option=3,{s}.1",
             f"--dhcp-option=6,{s}.1,{s}.2", f"--dhcp-leasefile={tmp_path / 'leases'}"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,

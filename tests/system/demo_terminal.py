@@ -24,7 +24,7 @@ from appliance.deadline import Deadline
 
 KEY_PAUSE = 0.08  # seconds between keys: about 12 characters a second, a fast typist
 SERVING = re.compile(rb"demo: qemu-nbd \(pid (\d+)\) serves")
-BOOTING = re.compile(rb"demo: booting -M (\S+); ")
+BOOTING = re.compile(rb"demo: booting -M (\S+) ")
 
 
 class DemoTerminal:
@@ -32,6 +32,7 @@ class DemoTerminal:
 
     def __init__(self, args: list[str], log_path: Path, cwd: Path | None = None) -> None:
         argv = [sys.executable, "-m", "appliance", "demo", *args]
+        self._log_path = log_path
         self._log = log_path.open("wb")
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once (the parent has threads)
@@ -70,10 +71,21 @@ class DemoTerminal:
             if pid:
                 self.status = os.waitstatus_to_exitcode(status)
             elif deadline.expired:
-                raise TimeoutError(f"the demo (pid {self.pid}) still runs after {timeout:g} s")
+                raise TimeoutError(f"the demo (pid {self.pid}) still runs after {timeout:g} s; "
+                                   f"{self.where()}")
             else:
                 time.sleep(0.1)
         return self.status
+
+    def where(self) -> str:
+        """What the demo is doing: its Python stacks (SIGUSR1, faulthandler) and its
+        terminal's last output, for a failure message."""
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGUSR1)
+            time.sleep(1.0)  # let it write the stacks; this is a failure path only
+        children = ", ".join(f"{p} {_comm(p)}" for p in self.children()) or "none"
+        tail = self._log_path.read_bytes()[-3000:].decode(errors="replace")
+        return f"children: {children}; terminal's last output:\n{tail}"
 
     def hang_up(self) -> None:
         """Close the terminal, as closing its window does (the kernel sends SIGHUP)."""
@@ -92,6 +104,14 @@ class DemoTerminal:
         self.hang_up()
         self._reader.join(5)
         self._log.close()
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 def alive(pid: int) -> bool:

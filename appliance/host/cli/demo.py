@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 import sys
 from typing import Any
 
@@ -29,6 +31,10 @@ def register(sub: Any) -> None:
                    help="with --check: how long the boot may take (default 300)")
     p.add_argument("--countdown", type=int, default=1, metavar="SECONDS",
                    help="the board's 'press a key to configure' countdown (default 1)")
+    p.add_argument("--boot", choices=("kernel", "uboot"), default="kernel",
+                   help="kernel: QEMU loads the kernel, DTB and initramfs (default); "
+                        "uboot: boot sdcard.img through Debian's U-Boot, as a real "
+                        "SABRE Lite does (sabrelite only)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -39,6 +45,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def report(line: str) -> None:
         print(f"demo: {line}", file=sys.stderr, flush=True)
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it?
     with children.signals_raise():
         return run(DemoOptions(out=args.out, check=args.check, timeout=args.timeout,
-                               countdown=args.countdown), report)
+                               countdown=args.countdown, boot=args.boot), report)
