@@ -116,8 +116,8 @@ class ReplicaSet:
                     raise
                 last = exc
                 errors.append(f"{self.uris[i].address}: {exc}")
-                if n > 1:
-                    log.info("replica %s: %s", self.uris[i], exc)
+                if n > 1:  # the round's error names every replica; this is for debugging
+                    log.debug("replica %s: %s", self.uris[i], exc)
                 continue
             self.current = i
             return up
