@@ -13,7 +13,9 @@ flight:
 * only a differing replica is left: it is refused again and again, the requests wait
   (no error), and when the killed server comes back the relay takes it.
 
-And several URIs with a writable export are refused before the relay starts.
+The relay in its own process (``python -m appliance.relay``, as on the board) does the
+same with the replicas on its command line.  And several URIs with a writable export are
+refused before the relay starts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -207,3 +212,50 @@ def test_several_uris_with_a_writable_export_are_refused(
     b = _replica(nbd_servers, psk_file, path, "b")
     with pytest.raises(UsageError, match="several replicas need a read-only export"):
         _replicas(a, b)()
+
+
+def test_the_relay_process_fails_over_across_the_uris_it_is_given(
+        nbd_servers, psk_file: Path, golden: tuple[Path, bytes], tmp_path: Path) -> None:
+    """``python -m appliance.relay --fd N A BAD B``: the relay in its own process, as on the
+    board, with the replicas on its command line; A killed under load."""
+    from appliance.client import export_info
+    from tests.relay.kernelside import KernelSide
+
+    path, data = golden
+    a = _replica(nbd_servers, psk_file, path, "a")
+    bad = _replica(nbd_servers, psk_file, path, "bad", _flip_in_first_mib)
+    b = _replica(nbd_servers, psk_file, path, "b")
+    info = export_info(a.uri())
+    relay_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    log = tmp_path / "relay.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance.relay", "--fd", str(relay_end.fileno()),
+             "--backoff", "0.05", "--max-backoff", "0.5", a.uri(), bad.uri(), b.uri()],
+            pass_fds=(relay_end.fileno(),), stdin=subprocess.DEVNULL, stderr=err)
+    relay_end.close()
+    try:
+        ks = KernelSide(kernel_end, info.size, info.flags)
+        started = time.monotonic()
+        killed: list[float] = []
+
+        def tick(_: rig.IOStats) -> None:
+            if not killed and time.monotonic() - started >= KILL_AFTER:
+                killed.append(time.monotonic())
+                a.kill()
+
+        stats = rig.mixed_io(ks, rig.Model(data), depth=64, seconds=KILL_AFTER + 3.0,
+                             write_share=0.0, tick=tick)
+        back = rig.read_all(ks, SIZE)
+        ks.disconnect()
+        assert proc.wait(15.0) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10.0)
+        kernel_end.close()
+    text = log.read_text()
+    assert killed and stats.error_count == 0 and stats.mismatches == [], (stats.errors, text)
+    assert f"refusing replica {bad.uri()}: its first MiB differs" in text, text
+    assert "server back after" in text, text
+    assert hashlib.sha256(back).hexdigest() == hashlib.sha256(data).hexdigest()
