@@ -259,3 +259,27 @@ def test_the_relay_process_fails_over_across_the_uris_it_is_given(
     assert f"refusing replica {bad.uri()}: its first MiB differs" in text, text
     assert "server back after" in text, text
     assert hashlib.sha256(back).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_the_boots_server_wait_takes_the_first_replica_that_answers(
+        nbd_servers, psk_file: Path, golden: tuple[Path, bytes], tmp_path: Path) -> None:
+    """The boot's 'server' step with nbd.uri = a dead server, then a live replica."""
+    import io
+
+    from appliance.boot.sequence import wait_for_server, write_key
+    from appliance.config import Config
+    from appliance.host.servers import free_port
+
+    path, _ = golden
+    live = _replica(nbd_servers, psk_file, path, "b")
+    port = free_port()  # nothing listens there
+    dead = f"nbds://alice@127.0.0.1:{port}/golden"
+    key = psk_file.read_text().split(":", 1)[1].strip()
+    alive = f"nbds://alice@127.0.0.1:{live.port}/golden"  # the key comes from the config
+    boot = (Config().set("nbd.uri", f"{dead} {alive}").set("psk.identity", "alice")
+            .set("psk.key", key).set("root.mode", "overlay").boot_config())
+    out = io.StringIO()
+    found = wait_for_server(write_key(boot, tmp_path / "run"), boot, out)
+    assert found == f"golden, {SIZE} bytes"
+    assert f"127.0.0.1:{port}" in out.getvalue(), out.getvalue()
+    assert out.getvalue().rstrip().endswith("; retrying")
