@@ -73,7 +73,8 @@ def uri_with_psk_file(uri: str, path: Path) -> str:
 
 
 def write_key(boot: BootConfig, directory: Path = RUN_DIR) -> str:
-    """Write the configured PSK (mode 0600) and return the URI that names it."""
+    """Write the configured PSK (mode 0600) and return the URI that names it (several
+    replicas: each URI names it, space-separated as in nbd.uri)."""
     from appliance.config.psk import write_psk_file
 
     assert boot.nbd_uri is not None  # checked by BootConfig.from_config
@@ -82,7 +83,7 @@ def write_key(boot: BootConfig, directory: Path = RUN_DIR) -> str:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / "psk"
     write_psk_file(path, boot.psk_identity, boot.psk_key, overwrite=True)
-    return uri_with_psk_file(boot.nbd_uri, path)
+    return " ".join(uri_with_psk_file(u, path) for u in boot.nbd_uri.split())
 
 
 def test_connection(boot: BootConfig) -> str:
@@ -90,15 +91,23 @@ def test_connection(boot: BootConfig) -> str:
     from appliance.client import export_info
     from appliance.transport import ConnectPolicy
 
-    info = export_info(write_key(boot), policy=ConnectPolicy(timeout=5.0, attempts=1))
-    return f"ok: export '{info.name}' {info.size} bytes{' read-only' if info.read_only else ''}"
+    found = []
+    uris = write_key(boot).split()
+    for uri in uris:  # every replica (a failing one raises, naming its address)
+        info = export_info(uri, policy=ConnectPolicy(timeout=5.0, attempts=1))
+        found.append(f"export '{info.name}' {info.size} bytes"
+                     f"{' read-only' if info.read_only else ''}")
+    if len(uris) == 1:
+        return f"ok: {found[0]}"
+    return f"ok: {len(uris)} replicas: " + "; ".join(found)
 
 
 def wait_for_server(uri: str, boot: BootConfig, out: TextIO) -> str:
-    """Negotiate until the server answers; report each new failure once, retry with backoff.
+    """Negotiate until a server answers; report each new failure once, retry with backoff.
 
-    Returns a one-line description of the export; raises the last NBDError once
-    ``retry.deadline`` (if any) has passed.
+    ``uri``: one URI or several replicas, space-separated (each round tries them in
+    order; the first that answers ends the wait).  Returns a one-line description of the
+    export; raises the last NBDError once ``retry.deadline`` (if any) has passed.
     """
     from appliance.client import export_info
     from appliance.transport import ConnectPolicy
@@ -108,15 +117,16 @@ def wait_for_server(uri: str, boot: BootConfig, out: TextIO) -> str:
     policy = ConnectPolicy(timeout=10.0, attempts=1)
     attempt = 0
     while True:
-        try:
-            info = export_info(uri, policy=policy)
-            return f"{info.name or '(default)'}, {info.size} bytes"
-        except NBDError as exc:
-            if deadline.expired:
-                raise
-            if str(exc) != last:
-                print(f"nbdroot: {exc}; retrying", file=out, flush=True)
-                last = str(exc)
+        for one in uri.split():
+            try:
+                info = export_info(one, policy=policy)
+                return f"{info.name or '(default)'}, {info.size} bytes"
+            except NBDError as exc:
+                if deadline.expired:
+                    raise
+                if str(exc) != last:
+                    print(f"nbdroot: {exc}; retrying", file=out, flush=True)
+                    last = str(exc)
         time.sleep(backoff.delay(attempt))
         attempt += 1
 
@@ -137,7 +147,8 @@ def start_relay(uri: str, boot: BootConfig, device: str) -> str:
 
     def serve(ready: Callable[[str], None]) -> None:
         harden()
-        att, relay = attach_and_serve(parse_uri(uri), policy, AttachOptions(device=device))
+        uris = [parse_uri(u) for u in uri.split()]  # several: replicas, tried in order
+        att, relay = attach_and_serve(uris, policy, AttachOptions(device=device))
         print(f"{att.path}: attached ({relay.export.size} bytes, {att.method}); serving",
               file=sys.stderr, flush=True)
         ready(att.path)

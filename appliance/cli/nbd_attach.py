@@ -20,6 +20,11 @@ talks simple NBD to the relay over a socketpair; the relay talks TLS and structu
 replies to the server, reconnects with backoff when the server goes away and replays
 the requests in flight, so the kernel sees a pause instead of I/O errors.
 
+Several URIs are replicas of one read-only export (same scheme; the first server must
+say read-only): when the server in use goes away the relay tries the next one, accepts
+it only if its size, flags and the SHA-256 of its first MiB match the first server's,
+and replays the requests in flight there.  A replica that differs is refused (logged).
+
 As root, the relay re-executes itself as '@appliance-relay' (systemd spares such
 processes at switch_root and shutdown), locks its memory, sets oom_score_adj -1000
 and PR_SET_IO_FLUSHER.  Needs the kernel's nbd driver (modprobe nbd is tried).
@@ -31,8 +36,9 @@ def add_attach_commands(nbd_subparsers: Any) -> None:
     p = nbd_subparsers.add_parser(
         "attach", help="attach an export as /dev/nbdN and serve it (relay)",
         description=ATTACH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("uri", metavar="URI", help="the export, e.g. nbds://alice@HOST/disk?"
-                   "tls-psk-file=/etc/appliance/keys.psk")
+    p.add_argument("uri", metavar="URI", nargs="+", help="the export, e.g. nbds://alice@HOST/"
+                   "disk?tls-psk-file=/etc/appliance/keys.psk; several: replicas of one "
+                   "read-only export, tried in order (failover)")
     p.add_argument("--device", metavar="/dev/nbdN",
                    help="the device to use (default: the first free one)")
     p.add_argument("--detach", action="store_true",
@@ -72,13 +78,19 @@ def _policy(args: argparse.Namespace) -> Any:
 
 def cmd_attach(args: argparse.Namespace) -> int:
     from appliance import daemon
+    from appliance.config.validate import check_replicas
     from appliance.nbd.uri import parse_uri
     from appliance.relay.serve import AttachOptions, attach_and_serve
 
-    uri = parse_uri(args.uri)
-    for path in (uri.tls_psk_file, uri.tls_certificates):
-        if path is not None and not os.path.isabs(path):
-            raise UsageError(f"{path!r}: give an absolute path (the relay runs in /)")
+    uris = [parse_uri(u) for u in args.uri]
+    for uri in uris:
+        for path in (uri.tls_psk_file, uri.tls_certificates):
+            if path is not None and not os.path.isabs(path):
+                raise UsageError(f"{path!r}: give an absolute path (the relay runs in /)")
+    try:
+        check_replicas(uris)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     policy = _policy(args)
     if args.block_size is not None and args.block_size not in (512, 1024, 2048, 4096):
         raise UsageError("--block-size must be 512, 1024, 2048 or 4096")
@@ -91,7 +103,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         daemon.reexec_with_at_argv0()  # returns only when argv[0] already starts with '@'
         daemon.harden()
     opts = AttachOptions(device=args.device, block_size=args.block_size)
-    att, relay = attach_and_serve(uri, policy, opts)
+    att, relay = attach_and_serve(uris, policy, opts)
     print(f"{att.path}: attached ({relay.export.size} bytes, {att.method}); serving",
           file=sys.stderr)
     daemon.tell_ready(att.path)

@@ -23,7 +23,7 @@ from appliance.config.settings import (
     mask_secret,
     parse_value,
 )
-from appliance.config.validate import parse_nbd_uri
+from appliance.config.validate import parse_nbd_uris
 from appliance.errors import ConfigError
 from appliance.nbd.uri import NBDURI
 
@@ -146,10 +146,16 @@ class BootConfig:
 
     @property
     def uri(self) -> NBDURI:
-        """The parsed NBD URI (only valid on a checked config)."""
+        """The parsed NBD URI, the first replica's if several (only valid on a checked
+        config)."""
+        return self.uris[0]
+
+    @property
+    def uris(self) -> tuple[NBDURI, ...]:
+        """Every URI of nbd.uri, in order (several: replicas of a read-only export)."""
         if self.nbd_uri is None:
             raise ConfigError("nbd.uri is not set")
-        return parse_nbd_uri(self.nbd_uri)
+        return parse_nbd_uris(self.nbd_uri)
 
     def problems(self) -> list[str]:
         """What stops this configuration from booting, one message per problem."""
@@ -157,18 +163,27 @@ class BootConfig:
         if self.nbd_uri is None:
             out.append("nbd.uri is not set (example: set nbd.uri nbds://board1@10.0.2.2/root)")
         else:
-            uri = parse_nbd_uri(self.nbd_uri)
-            if uri.tls and self.psk_key is None:
-                out.append("psk.key is not set but nbd.uri uses TLS (run psk generate "
-                           "or set psk.key)")
-            user = uri.tls_username
-            if user is not None and user != self.psk_identity:
-                out.append(f"psk.identity '{self.psk_identity}' differs from the user "
-                           f"'{user}' in nbd.uri")
+            out.extend(self._uri_problems(self.uris))
         if self.net_mode == "static":
             out.extend(self._static_problems())
         if self.retry_backoff_max < self.retry_backoff_initial:
             out.append("retry.backoff-max is smaller than retry.backoff-initial")
+        return out
+
+    def _uri_problems(self, uris: tuple[NBDURI, ...]) -> list[str]:
+        out: list[str] = []
+        if uris[0].tls and self.psk_key is None:
+            out.append("psk.key is not set but nbd.uri uses TLS (run psk generate "
+                       "or set psk.key)")
+        for user in dict.fromkeys(u.tls_username for u in uris):
+            if user is not None and user != self.psk_identity:
+                out.append(f"psk.identity '{self.psk_identity}' differs from the user "
+                           f"'{user}' in nbd.uri")
+        if len(uris) > 1 and self.root_mode != "overlay":
+            # A write to one replica would not reach the others: failover is for a
+            # read-only root only.
+            out.append(f"nbd.uri lists {len(uris)} replicas, which needs root.mode=overlay "
+                       "(a read-only export); set root.mode overlay or give one URI")
         return out
 
     def _static_problems(self) -> list[str]:

@@ -36,8 +36,10 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("nbd.uri", "NBD URI", None, v.check_nbd_uri,
-            "root disk server, as libnbd writes it: nbds://IDENTITY@HOST:PORT/EXPORT"),
+    Setting("nbd.uri", "NBD URI [URI...]", None, v.check_nbd_uris,
+            "root disk server, as libnbd writes it: nbds://IDENTITY@HOST:PORT/EXPORT; "
+            "several, space-separated: replicas of one read-only export (root.mode=overlay), "
+            "tried in order"),
     Setting("psk.identity", "name", "nbdroot", v.parse_identity,
             "TLS-PSK identity (the name before ':' in the server's psk file)"),
     Setting("psk.key", "hex", None, v.parse_hex_key,

@@ -48,6 +48,36 @@ def check_nbd_uri(text: str) -> str:
     return text
 
 
+def parse_nbd_uris(text: str) -> tuple[NBDURI, ...]:
+    """``nbd.uri``: one NBD URI, or several separated by spaces -- replicas of one
+    read-only export, tried in order (see :func:`check_replicas`)."""
+    uris = tuple(parse_nbd_uri(part) for part in text.split())
+    if not uris:
+        raise ValueError("needs an NBD URI")
+    check_replicas(uris)
+    return uris
+
+
+def check_nbd_uris(text: str) -> str:
+    """Validate ``nbd.uri`` (one URI or several replicas); canonical text: one space between."""
+    parse_nbd_uris(text)
+    return " ".join(text.split())
+
+
+def check_replicas(uris: tuple[NBDURI, ...] | list[NBDURI]) -> None:
+    """Several URIs must be replicas of one export: one scheme family for all (all TLS or
+    all plaintext, all TCP or all Unix sockets), no server named twice.  ValueError naming
+    the odd one out.  (That they serve the same bytes is checked when connecting.)"""
+    first = uris[0]
+    seen = {first.address}
+    for uri in uris[1:]:
+        if (uri.tls, uri.is_unix) != (first.tls, first.is_unix):
+            raise ValueError(f"replicas must use one scheme: {uri} differs from {first}")
+        if uri.address in seen:
+            raise ValueError(f"server {uri.address} is named twice")
+        seen.add(uri.address)
+
+
 def parse_hex_key(text: str) -> bytes:
     """A PSK as hex digits (even count, 16-64 bytes)."""
     digits = text.strip().lower()

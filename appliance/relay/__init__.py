@@ -6,6 +6,7 @@
 * :mod:`~appliance.relay.reconnect` -- the reconnect thread (backoff);
 * :mod:`~appliance.relay.policy` -- backoff and deadline settings;
 * :mod:`~appliance.relay.upstream` -- one negotiated server connection;
+* :mod:`~appliance.relay.replicas` -- failover: several read-only replicas, tried in order;
 * :mod:`~appliance.relay.serve` -- glue: connect, attach to /dev/nbdN, run the relay.
 """
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 from appliance.relay.core import RelayCore, RelayState, RelayStats
 from appliance.relay.policy import ReconnectPolicy, parse_deadline
 from appliance.relay.relay import Relay
+from appliance.relay.replicas import ReplicaSet
 from appliance.relay.upstream import Connector, Upstream, uri_connector
 
 __all__ = ["Connector", "ReconnectPolicy", "Relay", "RelayCore", "RelayState", "RelayStats",
-           "Upstream", "parse_deadline", "uri_connector"]
+           "ReplicaSet", "Upstream", "parse_deadline", "uri_connector"]

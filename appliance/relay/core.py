@@ -18,6 +18,13 @@ States (:class:`RelayState`)::
 
 A reconnection whose export changed size is refused: waiting requests fail with EIO,
 the state becomes FAILING and reconnecting starts again after the backoff's maximum.
+
+Replicas (failover, several URIs): the core is given the first connection's
+``fingerprint`` (SHA-256 of the export's first MiB).  Then every offered connection must
+match the first one's size, transmission flags and fingerprint
+(:func:`replica_mismatch`); a replica that does not is refused, named in the log, and
+the next one is tried after the shared backoff, while the waiting requests keep waiting
+(the state does not change: the outage deadline, if any, still applies).
 """
 
 from __future__ import annotations
@@ -97,10 +104,14 @@ class ConnectionLost:
 
 @dataclass(frozen=True, slots=True)
 class Reconnected:
-    """A new, negotiated server connection is offered; ``trailing``: bytes read past it."""
+    """A new, negotiated server connection is offered; ``trailing``: bytes read past it;
+    ``source``: where it came from (for log lines); ``fingerprint``: SHA-256 of its first
+    MiB (replicas only)."""
 
     info: ExportInfo
     trailing: bytes = b""
+    source: str = ""
+    fingerprint: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +171,11 @@ class RelayCore:
     the bytes read past that connection's negotiation as :class:`ServerData`).
     """
 
-    def __init__(self, info: ExportInfo, policy: ReconnectPolicy, now: float) -> None:
+    def __init__(self, info: ExportInfo, policy: ReconnectPolicy, now: float, *,
+                 fingerprint: bytes | None = None) -> None:
         self.export = info
+        self.fingerprint = fingerprint         # replicas: the first connection's first MiB
+        self.refused = 0                       # replicas refused since the last accepted one
         self.policy = policy
         self.stats = RelayStats()
         self.pending: dict[int, Request] = {}  # by cookie, in the kernel's order
@@ -348,7 +362,12 @@ class RelayCore:
         if self.state not in (RelayState.OUTAGE, RelayState.FAILING):
             out.append(RefuseServer(f"not needed in state {self.state.value}"))
             return
-        if ev.info.size != self.export.size:
+        if self.fingerprint is not None:  # replicas: a mismatch refuses only this one
+            mismatch = replica_mismatch(self.export, self.fingerprint, ev.info, ev.fingerprint)
+            if mismatch:
+                self._refuse_replica(ev.source, mismatch, out)
+                return
+        elif ev.info.size != self.export.size:
             log.error("the export changed size after reconnecting (%d bytes, was %d): "
                       "refusing it; failing %d requests with EIO and retrying",
                       ev.info.size, self.export.size, len(self.pending))
@@ -357,6 +376,7 @@ class RelayCore:
             self._fail_pending("export size changed", out)
             out.append(Reconnect(self.policy.maximum))
             return
+        self.refused = 0
         since = self._outage_since if self._outage_since is not None else now
         down = now - since
         self._outage_since = None
@@ -372,6 +392,14 @@ class RelayCore:
                 break  # the trailing bytes already broke the new connection
             self._forward(req, out)
         log.warning("server back after %.2fs outage; replayed %d requests", down, len(replay))
+
+    def _refuse_replica(self, source: str, mismatch: str, out: list[RelayAction]) -> None:
+        delay = self.policy.delay(self.refused)
+        self.refused += 1
+        log.error("refusing replica %s: %s; %d requests keep waiting; trying the next "
+                  "replica in %.1fs", source or "(unnamed)", mismatch, len(self.pending), delay)
+        out.append(RefuseServer(f"replica {source}: {mismatch}"))
+        out.append(Reconnect(delay))
 
     def _install(self, info: ExportInfo, trailing: bytes, now: float,
                  out: list[RelayAction]) -> None:
@@ -407,3 +435,20 @@ class RelayCore:
             self._answer(cookie, errno.EIO, b"", out)
         if cookies:
             log.error("%d requests failed with EIO (%s)", len(cookies), why)
+
+
+def replica_mismatch(first: ExportInfo, first_fingerprint: bytes, offered: ExportInfo,
+                     offered_fingerprint: bytes | None) -> str:
+    """Why ``offered`` is not a replica of the first connection's export ("" if it is):
+    the size, the transmission flags and the SHA-256 of the first MiB must all match."""
+    if offered.size != first.size:
+        return f"size {offered.size} bytes, the first server's is {first.size}"
+    if offered.flags != first.flags:
+        return (f"transmission flags {offered.flags:#06x}, the first server's are "
+                f"{first.flags:#06x}")
+    if offered_fingerprint is None:
+        return "its first MiB was not read"
+    if offered_fingerprint != first_fingerprint:
+        return (f"its first MiB differs (SHA-256 {offered_fingerprint.hex()[:16]}..., the "
+                f"first server's {first_fingerprint.hex()[:16]}...)")
+    return ""

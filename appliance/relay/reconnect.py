@@ -29,6 +29,7 @@ class Reconnector:
         self._policy = policy
         self._wake = wake
         self._stop = threading.Event()
+        self._delivered = threading.Event()  # the result is handed over; the thread ends
         self._thread: threading.Thread | None = None
         self.results: queue.SimpleQueue[Upstream] = queue.SimpleQueue()
         self.attempts = 0
@@ -40,8 +41,11 @@ class Reconnector:
 
     def start(self, first_delay: float = 0.0) -> None:
         """Start trying (after ``first_delay`` seconds); no-op while already trying."""
+        if self._thread is not None and self._delivered.is_set():
+            self._thread.join()  # it has handed over its connection and is ending
         if self.running:
             return
+        self._delivered.clear()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, args=(first_delay,),
                                         name="relay-reconnect", daemon=True)
@@ -74,6 +78,7 @@ class Reconnector:
             if self._stop.is_set():
                 upstream.sock.close()
                 return
+            self._delivered.set()
             self.results.put(upstream)
             try:
                 self._wake.send(b"r")

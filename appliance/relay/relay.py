@@ -27,6 +27,10 @@ sequences PREFLUSH after the data it orders has completed).  Since the relay rep
 the kernel only after the server replied to the relay, "completed for the kernel"
 implies "completed at the server", so the server's guarantee carries over unchanged.
 
+Failover.  With several replicas (:mod:`appliance.relay.replicas`) the connector tries
+them in turn, and the core accepts one only when its size, flags and first MiB match the
+first connection's; the replay below then happens on that replica.
+
 Reconnect and replay.  When the server connection breaks (EOF, reset, TLS error,
 protocol error) the kernel side stays open; the :class:`~appliance.relay.reconnect.
 Reconnector` thread reconnects with backoff and negotiates again; the export size must be
@@ -171,7 +175,8 @@ class Relay:
         self.kernel.setblocking(False)
         self.policy = policy or ReconnectPolicy()
         self.export: ExportInfo = first.info
-        self.core = RelayCore(first.info, self.policy, time.monotonic())
+        self.core = RelayCore(first.info, self.policy, time.monotonic(),
+                              fingerprint=first.fingerprint)
         self.stats: RelayStats = self.core.stats
         self._srv = ServerTransmission(structured_replies=False, extended_headers=False)
         self._sel = selectors.DefaultSelector()
@@ -419,7 +424,9 @@ class Relay:
                 up.sock.close()
                 continue
             self._offered = up.sock
-            self._do(self.core.handle(Reconnected(up.info, up.trailing), time.monotonic()))
+            offer = Reconnected(up.info, up.trailing, source=up.source,
+                                fingerprint=up.fingerprint)
+            self._do(self.core.handle(offer, time.monotonic()))
             if self._offered is not None:  # neither accepted nor refused: not ours to keep
                 self._offered.close()
                 self._offered = None

@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
@@ -19,7 +20,8 @@ from appliance.kernel.attach import Attachment, KernelExport, attach, block_size
 from appliance.nbd.uri import NBDURI
 from appliance.relay.policy import ReconnectPolicy
 from appliance.relay.relay import Relay
-from appliance.relay.upstream import Upstream, uri_connector
+from appliance.relay.replicas import ReplicaSet
+from appliance.relay.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,19 @@ class AttachOptions:
     method: str = "auto"  # netlink, else ioctl
 
 
-def relay_fd(fd: int, uri: NBDURI, policy: ReconnectPolicy) -> Relay:
-    """A relay serving the socket ``fd`` (taken over) from ``uri``; call ``run()``.
+def _replicas(uri: NBDURI | Sequence[NBDURI], policy: ReconnectPolicy) -> ReplicaSet:
+    uris = [uri] if isinstance(uri, NBDURI) else list(uri)
+    return ReplicaSet(uris, timeout=policy.connect_timeout)
+
+
+def relay_fd(fd: int, uri: NBDURI | Sequence[NBDURI], policy: ReconnectPolicy) -> Relay:
+    """A relay serving the socket ``fd`` (taken over) from ``uri`` (or several replicas);
+    call ``run()``.
 
     UsageError, before any connection is made, if ``fd`` is not an open stream socket.
     """
     kernel = _stream_socket(fd)
-    connect = uri_connector(uri, timeout=policy.connect_timeout)
+    connect = _replicas(uri, policy)
     return Relay(kernel, connect, connect(), policy=policy)
 
 
@@ -69,10 +77,13 @@ def _stop_on_signals(relay: Relay) -> None:
         signal.signal(sig, handler)
 
 
-def attach_and_serve(uri: NBDURI, policy: ReconnectPolicy, opts: AttachOptions,
-                     *, first: Upstream | None = None) -> tuple[Attachment, Relay]:
-    """Connect, attach a /dev/nbdN to a socketpair, and build the relay (not yet running)."""
-    connect = uri_connector(uri, timeout=policy.connect_timeout)
+def attach_and_serve(uri: NBDURI | Sequence[NBDURI], policy: ReconnectPolicy,
+                     opts: AttachOptions, *, first: Upstream | None = None
+                     ) -> tuple[Attachment, Relay]:
+    """Connect, attach a /dev/nbdN to a socketpair, and build the relay (not yet running).
+
+    ``uri`` may be several replicas of one read-only export (tried in order)."""
+    connect = _replicas(uri, policy)
     up = first or connect()
     info = up.info
     bs = block_size_for(opts.block_size, info.min_block_size if info.block_size_sent else None)

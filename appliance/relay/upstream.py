@@ -25,6 +25,8 @@ class Upstream:
     sock: socket.socket
     info: ExportInfo
     trailing: bytes = b""
+    source: str = ""                  # the URI it came from, for log lines
+    fingerprint: bytes | None = None  # SHA-256 of the first MiB (several replicas only)
 
 
 Connector = Callable[[], Upstream]
