@@ -456,6 +456,7 @@ class Relay:
                 with contextlib.suppress(OSError):
                     sock.close()
         self._sel.close()
-        log.info("relay finished: %d requests, %d errors, %d outages (%.2fs), %d replayed",
-                 self.stats.requests, self.stats.errors, self.stats.outages,
+        log.info("relay finished: %d requests (%d in %d pieces), %d errors, %d outages "
+                 "(%.2fs), %d replayed", self.stats.requests, self.stats.split,
+                 self.stats.pieces, self.stats.errors, self.stats.outages,
                  self.stats.outage_seconds, self.stats.replayed)
