@@ -1,6 +1,7 @@
 """The relay between the kernel's nbd driver and a real NBD server.
 
 * :mod:`~appliance.relay.core` -- the decisions, sans-IO (events in, actions out);
+* :mod:`~appliance.relay.split` -- one kernel request sent in pieces (server's maximum);
 * :mod:`~appliance.relay.relay` -- the event loop that drives the core: simple NBD to the
   kernel, negotiated NBD (TLS, structured replies, extended headers) to the server;
 * :mod:`~appliance.relay.reconnect` -- the reconnect thread (backoff);

@@ -25,6 +25,12 @@ match the first one's size, transmission flags and fingerprint
 (:func:`replica_mismatch`); a replica that does not is refused, named in the log, and
 the next one is tried after the shared backoff, while the waiting requests keep waiting
 (the state does not change: the outage deadline, if any, still applies).
+
+A kernel request longer than the server's maximum block size is sent in pieces
+(:class:`~appliance.relay.split.Split`, under cookies of the core's choosing) and answered
+once, when its pieces are done; a replay sends only its unfinished pieces.  Every other
+request goes upstream under the kernel's own cookie -- unless a piece holds that cookie
+on the connection, when it borrows a free one.
 """
 
 from __future__ import annotations
@@ -47,10 +53,13 @@ from appliance.nbd import (
     Request,
 )
 from appliance.relay.policy import ReconnectPolicy
+from appliance.relay.split import Split, needs_split
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 30.0         # after NBD_CMD_DISC: how long to wait for in-flight replies
+PIECE_COOKIES = 1 << 63      # where the cookies the core chooses start (any free one will do)
+MAX_COOKIE = (1 << 64) - 1
 
 
 class RelayState(enum.Enum):
@@ -72,6 +81,8 @@ class RelayStats:
     errors: int = 0
     outages: int = 0
     replayed: int = 0
+    split: int = 0               # kernel requests sent in pieces
+    pieces: int = 0              # pieces sent (replays included)
     outage_seconds: float = 0.0
     failed_by_deadline: int = 0
     bytes_to_kernel: int = 0
@@ -131,7 +142,7 @@ class Answer:
 
     cookie: int
     error: int = 0
-    data: bytes = b""
+    data: bytes | bytearray = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +193,10 @@ class RelayCore:
         self.state = RelayState.CONNECTED
         self.gave_up = False                   # DONE by the drain timeout
         self._reads: dict[int, bytes] = {}     # assembled READ data until its ReplyDone
+        self._splits: dict[int, Split] = {}    # kernel cookie -> its pieces
+        self._route: dict[int, Split] = {}     # upstream cookie of a piece -> its request
+        self._alias: dict[int, int] = {}       # borrowed upstream cookie -> kernel cookie
+        self._next_cookie = PIECE_COOKIES
         self._last_rx = now
         self._outage_since: float | None = None
         self._drain_until = 0.0
@@ -266,17 +281,73 @@ class RelayCore:
         self._check_drained()
 
     def _forward(self, req: Request, out: list[RelayAction]) -> None:
-        assert self._tx is not None and req.cookie is not None
+        tx, cookie = self._tx, req.cookie
+        assert tx is not None and cookie is not None
+        split = self._splits.get(cookie)
+        if split is None and needs_split(req, tx.info):
+            split = self._splits[cookie] = Split(req)
+            self.stats.split += 1
+            log.debug("%r: larger than the server's maximum block size %d; in pieces",
+                      req, tx.info.max_block_size)
+        if split is not None:
+            self._pump(split, out)
+            return
+        wire, upstream = req, cookie
+        if cookie in self._route or cookie in self._alias:  # held upstream: borrow one
+            upstream = self._free_cookie()
+            wire = Request(req.command, req.offset, req.length, req.flags, upstream, req.data)
         try:
-            self._tx.check(req)  # an invalid request must not make the connection unusable
-            self._tx.send(req)
+            tx.check(wire)  # an invalid request must not make the connection unusable
+            tx.send(wire)
         except LocalProtocolError as exc:
             # The export does not allow it (e.g. it became read-only): fail this one.
             log.warning("cannot forward %r: %s", req, exc)
-            self._answer(req.cookie, exc.errno, b"", out)
+            self._answer(cookie, exc.errno, b"", out)
+            return
+        if upstream != cookie:
+            self._alias[upstream] = cookie
 
-    def _answer(self, cookie: int, error: int, data: bytes, out: list[RelayAction]) -> None:
+    def _pump(self, split: Split, out: list[RelayAction]) -> None:
+        """Send ``split``'s next pieces (up to its window); answer it once it is finished."""
+        tx = self._tx
+        while tx is not None and (piece := split.next_piece(tx.info)) is not None:
+            cookie = self._free_cookie()
+            wire = Request(piece.command, piece.offset, piece.length, piece.flags, cookie,
+                           piece.data)
+            try:
+                tx.check(wire)
+                tx.send(wire)
+            except LocalProtocolError as exc:
+                log.warning("cannot forward piece %r of %r: %s", wire, split.request, exc)
+                split.fail(piece.offset, exc.errno)
+                break
+            split.sending(cookie, piece)
+            self._route[cookie] = split
+            self.stats.pieces += 1
+        if split.finished:
+            self._finish(split, out)
+
+    def _finish(self, split: Split, out: list[RelayAction]) -> None:
+        if split.error:
+            log.info("%r failed at the server in the piece at offset %d: %s", split.request,
+                     split.error_at, errno.errorcode.get(split.error, split.error))
+            self._answer(split.cookie, split.error, b"", out)
+        else:
+            self._answer(split.cookie, 0, split.buf if split.buf is not None else b"", out)
+
+    def _free_cookie(self) -> int:
+        """An upstream cookie no request -- kernel's, piece or borrowed -- is using."""
+        tx, cookie = self._tx, self._next_cookie
+        while (cookie in self._route or cookie in self._alias or cookie in self.pending
+               or (tx is not None and cookie in tx.in_flight)):
+            cookie = cookie + 1 if cookie < MAX_COOKIE else PIECE_COOKIES
+        self._next_cookie = cookie + 1 if cookie < MAX_COOKIE else PIECE_COOKIES
+        return cookie
+
+    def _answer(self, cookie: int, error: int, data: bytes | bytearray,
+                out: list[RelayAction]) -> None:
         self.pending.pop(cookie, None)
+        self._splits.pop(cookie, None)
         self.stats.replies += 1
         if error:
             self.stats.errors += 1
@@ -317,26 +388,41 @@ class RelayCore:
             # ReadHole never comes with assemble_reads; ErrorChunk is repeated in ReplyDone.
 
     def _on_reply(self, ev: ReplyDone, now: float, out: list[RelayAction]) -> None:
-        req = self.pending.get(ev.cookie)
-        if req is None:
-            log.warning("reply for unknown cookie %#x ignored", ev.cookie)
-            return
         if ev.error == errno.ESHUTDOWN:
             # The server is going down (NBD_ESHUTDOWN): not the request's fault; keep it
             # pending and replay it on the next connection.
             self._lose("the server is shutting down (NBD_ESHUTDOWN)", now, out)
             return
+        split = self._route.pop(ev.cookie, None)
+        if split is not None:
+            self._on_piece(split, ev, out)
+            return
+        cookie = self._alias.pop(ev.cookie, ev.cookie)
+        req = self.pending.get(cookie)
+        if req is None:
+            log.warning("reply for unknown cookie %#x ignored", ev.cookie)
+            return
         data = self._reads.pop(ev.cookie, b"")
         if not ev.ok:
             data = b""
         if ev.ok and req.command == NBD_CMD_READ and len(data) != req.length:
-            log.error("READ %#x: got %d bytes of %d", ev.cookie, len(data), req.length)
-            self._answer(ev.cookie, errno.EIO, b"", out)
+            log.error("READ %#x: got %d bytes of %d", cookie, len(data), req.length)
+            self._answer(cookie, errno.EIO, b"", out)
             return
         if not ev.ok:
             log.info("%r failed at the server: %s %s", req,
                      errno.errorcode.get(ev.error, ev.error), ev.message)
-        self._answer(ev.cookie, ev.error, data, out)
+        self._answer(cookie, ev.error, data, out)
+
+    def _on_piece(self, split: Split, ev: ReplyDone, out: list[RelayAction]) -> None:
+        data = self._reads.pop(ev.cookie, b"")
+        if self._splits.get(split.cookie) is not split:  # pragma: no cover
+            return  # answered already (cannot happen: answers wait for the pieces in flight)
+        if not ev.ok:
+            log.debug("piece %#x of %r failed: %s %s", ev.cookie, split.request,
+                      errno.errorcode.get(ev.error, ev.error), ev.message)
+        split.done(ev.cookie, ev.error, data if ev.ok else b"")
+        self._pump(split, out)
 
     # ------------------------------------------------------------------ outages
 
@@ -345,10 +431,16 @@ class RelayCore:
             return
         self._tx = None
         self._reads.clear()
+        self._route.clear()
+        self._alias.clear()
         self.stats.outages += 1
         if self._outage_since is None:
             self._outage_since = now
         out.append(DropServer(why))
+        for split in list(self._splits.values()):
+            split.lost()  # its pieces in flight go out again with the replay
+            if split.finished:  # a piece had failed: nothing left to wait for
+                self._finish(split, out)
         log.warning("server connection lost (%s); %d requests in flight; reconnecting",
                     why, len(self.pending))
         if self.state is RelayState.CONNECTED:

@@ -17,6 +17,11 @@ chunks (OFFSET_DATA / OFFSET_HOLE) are assembled by the core into one buffer and
 one simple reply; a structured error becomes the errno in the simple reply (the kernel
 turns any non-zero error into an I/O error for that request only).
 
+Requests larger than the server's maximum block size (a TRIM or WRITE_ZEROES of any size,
+or any request when the queue limits could not be lowered) are cut by the core into pieces
+the server accepts and answered once, after the last piece; the pieces of a WRITE carry
+its flags (FUA on each), so the ordering argument below holds for them unchanged.
+
 Ordering of FLUSH and FUA.  The relay never reorders or holds back requests, and it adds
 no ordering of its own.  None is needed: proto.md lets a server complete in-flight
 requests in any order and promises only that NBD_CMD_FLUSH covers every write that had
@@ -36,9 +41,10 @@ protocol error) the kernel side stays open; the :class:`~appliance.relay.reconne
 Reconnector` thread reconnects with backoff and negotiates again; the export size must be
 unchanged (else every waiting request fails with EIO and the outage goes on, loudly
 logged).  Then every request without a complete reply is sent again, same cookie, in the
-order the kernel sent them.  Replaying is safe because every command the kernel sends is
-idempotent when repeated at the same offset with the same payload: READ, WRITE, TRIM,
-WRITE_ZEROES, FLUSH.  A replayed WRITE cannot land *after* a newer overlapping WRITE and
+order the kernel sent them (of a request in pieces, only the pieces without a reply, cut
+again by the new server's limits).  Replaying is safe because every command the kernel
+sends is idempotent when repeated at the same offset with the same payload: READ, WRITE,
+TRIM, WRITE_ZEROES, FLUSH.  A replayed WRITE cannot land *after* a newer overlapping WRITE and
 undo it, because no newer overlapping write can exist while it is unreplied: a page is
 not submitted for writeback again while it is still under writeback (PG_writeback), and
 for O_DIRECT the block layer makes no promise about overlapping in-flight writes even on
@@ -68,6 +74,7 @@ from collections import deque
 
 from appliance.errors import NBDError
 from appliance.nbd import NEED_DATA, ConnectionClosed, ExportInfo, Request, ServerTransmission
+from appliance.nbd.pieces import MAX_SIMPLE_LENGTH
 from appliance.relay.core import (
     AcceptServer,
     Answer,
@@ -95,6 +102,10 @@ log = logging.getLogger(__name__)
 RECV_SIZE = 1 << 20          # bytes per recv from either side
 SEND_CAP = 1 << 20           # bytes per send call (TLS records are cut from this)
 READ_BURST = 64              # recv calls per readiness event before serving the other side
+# The kernel is our own peer, not a client to guard against: take any WRITE its simple
+# header can describe (nbd.c's max_hw_sectors keeps them at 32 MiB); the core cuts what
+# the server's maximum block size does not allow.
+KERNEL_MAX_PAYLOAD = MAX_SIMPLE_LENGTH
 _EV_R, _EV_W = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
@@ -178,7 +189,8 @@ class Relay:
         self.core = RelayCore(first.info, self.policy, time.monotonic(),
                               fingerprint=first.fingerprint)
         self.stats: RelayStats = self.core.stats
-        self._srv = ServerTransmission(structured_replies=False, extended_headers=False)
+        self._srv = ServerTransmission(structured_replies=False, extended_headers=False,
+                                       max_payload=KERNEL_MAX_PAYLOAD)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -451,6 +463,7 @@ class Relay:
                 with contextlib.suppress(OSError):
                     sock.close()
         self._sel.close()
-        log.info("relay finished: %d requests, %d errors, %d outages (%.2fs), %d replayed",
-                 self.stats.requests, self.stats.errors, self.stats.outages,
+        log.info("relay finished: %d requests (%d in %d pieces), %d errors, %d outages "
+                 "(%.2fs), %d replayed", self.stats.requests, self.stats.split,
+                 self.stats.pieces, self.stats.errors, self.stats.outages,
                  self.stats.outage_seconds, self.stats.replayed)

@@ -25,6 +25,7 @@ from appliance.nbd import (
     ReplyDone,
     Request,
 )
+from appliance.nbd.pieces import MAX_SIMPLE_LENGTH
 
 
 @dataclass
@@ -41,8 +42,10 @@ class KernelSide:
         self.sock = sock
         self.sock.settimeout(20.0)
         kflags = KernelExport(size=size, flags=flags).kernel_flags()
+        # The kernel knows no maximum block size: any length its header can carry.
         self.tx = ClientTransmission(ExportInfo(name="", size=size, flags=kflags,
-                                                structured_replies=False))
+                                                structured_replies=False,
+                                                max_block_size=MAX_SIMPLE_LENGTH))
         self._tags = itertools.count(1)
         self._reads: dict[int, bytes] = {}
         self.requests: dict[int, Request] = {}
