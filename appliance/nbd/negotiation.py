@@ -4,7 +4,9 @@ Owns the handshake: greeting, client flags, then one option at a time -- STARTTL
 EXTENDED_HEADERS (falling back to STRUCTURED_REPLY), SET_META_CONTEXT, and GO
 (falling back to EXPORT_NAME), INFO, LIST or LIST_META_CONTEXT -- ending in one
 result event.  Every reply is checked against proto.md; every NBD_REP_ERR_* the
-client cannot work around becomes an :class:`~appliance.errors.OptionError`.
+client cannot work around becomes an :class:`~appliance.errors.OptionError`.  This
+module turns bytes into arrivals and acts on them; which handler runs and which
+state follows is decided only by the table in :mod:`appliance.nbd.client_states`.
 
 Limits (a lying server must not make us allocate without bound): one option reply
 payload may be at most :data:`MAX_OPTION_REPLY` bytes (proto.md's longest legal
