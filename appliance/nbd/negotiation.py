@@ -4,7 +4,9 @@ Owns the handshake: greeting, client flags, then one option at a time -- STARTTL
 EXTENDED_HEADERS (falling back to STRUCTURED_REPLY), SET_META_CONTEXT, and GO
 (falling back to EXPORT_NAME), INFO, LIST or LIST_META_CONTEXT -- ending in one
 result event.  Every reply is checked against proto.md; every NBD_REP_ERR_* the
-client cannot work around becomes an :class:`~appliance.errors.OptionError`.
+client cannot work around becomes an :class:`~appliance.errors.OptionError`.  This
+module turns bytes into arrivals and acts on them; which handler runs and which
+state follows is decided only by the table in :mod:`appliance.nbd.client_states`.
 
 Limits (a lying server must not make us allocate without bound): one option reply
 payload may be at most :data:`MAX_OPTION_REPLY` bytes (proto.md's longest legal
@@ -17,15 +19,23 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
 
-from appliance.errors import ApplianceError, LocalProtocolError, OptionError, ProtocolError
+from appliance.errors import LocalProtocolError, OptionError, ProtocolError
 from appliance.nbd import proto
-from appliance.nbd.buffer import ReceiveBuffer
+from appliance.nbd.client_states import (
+    OPTION_OF,
+    STATE_OF,
+    Arrival,
+    Goto,
+    Handler,
+    State,
+    reply_arrival,
+    transition,
+)
 from appliance.nbd.events import (
-    NEED_DATA,
     ClientNegotiationEvent,
     ConnectionClosed,
     ExportEntry,
@@ -33,10 +43,10 @@ from appliance.nbd.events import (
     ExportList,
     InfoReceived,
     MetaContextList,
-    NeedData,
     Negotiated,
     StartTLS,
 )
+from appliance.nbd.receiver import StickyReceiver
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +69,6 @@ class Mode(enum.StrEnum):
     INFO = "info"  # NBD_OPT_INFO, then NBD_OPT_ABORT
     LIST = "list"  # NBD_OPT_LIST, then NBD_OPT_ABORT
     LIST_META = "list-meta"  # NBD_OPT_LIST_META_CONTEXT, then NBD_OPT_ABORT
-
-
-class _State(enum.Enum):
-    GREETING = "greeting"
-    OPTIONS = "options"  # waiting for replies to self._opt
-    TLS_HANDSHAKE = "tls-handshake"  # the caller is doing the TLS handshake
-    EXPORT_NAME_REPLY = "export-name-reply"
-    ABORTING = "aborting"  # NBD_OPT_ABORT sent; waiting for its ACK or EOF
-    NEGOTIATED = "negotiated"
-    CLOSED = "closed"
-    ERROR = "error"
 
 
 def _encode_string(text: str, what: str) -> bytes:
@@ -95,11 +94,30 @@ def _server_text(data: bytes) -> str:
     return "".join(c if c.isprintable() else " " for c in text).strip()
 
 
+def _suffix(payload: bytes) -> str:
+    """`` (server said: ...)`` for an error reply's message, or nothing."""
+    text = _server_text(payload)
+    return f" (server said: {text})" if text else ""
+
+
 def _is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-class ClientNegotiation:
+def _check_block_sizes(minimum: int, preferred: int, maximum: int) -> tuple[int, int, int]:
+    if not _is_power_of_two(minimum) or minimum > proto.NBD_MAX_MIN_BLOCK:
+        raise ProtocolError(f"invalid minimum block size {minimum} (a power of 2, "
+                            f"at most 64 KiB)")
+    if not _is_power_of_two(preferred) or preferred < minimum:
+        raise ProtocolError(f"invalid preferred block size {preferred} (a power of 2, "
+                            f"at least the minimum {minimum})")
+    if maximum < minimum or (maximum % minimum and maximum != proto.NBD_UNLIMITED_MAX_BLOCK):
+        raise ProtocolError(f"invalid maximum block size {maximum} (a multiple of the "
+                            f"minimum {minimum})")
+    return minimum, preferred, maximum
+
+
+class ClientNegotiation(StickyReceiver[ClientNegotiationEvent]):
     """Negotiate one connection as a client (see :mod:`appliance.nbd` for the flow).
 
     ``export_name``: the export to use ("" = the server's default).  ``tls``: insist
@@ -109,7 +127,13 @@ class ClientNegotiation:
     server refuses).  ``meta_contexts``: contexts to select with
     NBD_OPT_SET_META_CONTEXT (mode "go"/"info") or the queries to list (mode
     "list-meta"; none = all).  ``mode``: see :class:`Mode`.
+
+    What happens on each reply is decided by :data:`~appliance.nbd.client_states.TRANSITIONS`;
+    this class turns bytes into arrivals and holds one ``_on_<handler>`` method per
+    :class:`~appliance.nbd.client_states.Handler`.
     """
+
+    _failed_message = "the negotiation failed earlier; open a new connection"
 
     def __init__(self, export_name: str = "", *, tls: bool = False,
                  structured_replies: bool = True, extended_headers: bool = True,
@@ -129,11 +153,9 @@ class ClientNegotiation:
         self._want_structured = structured_replies
         self._want_extended = extended_headers and structured_replies
 
-        self._in = ReceiveBuffer()
+        super().__init__()
         self._out = bytearray()
-        self._events: deque[ClientNegotiationEvent] = deque()
-        self._state = _State.GREETING
-        self._eof = False
+        self._state = State.GREETING
         self._no_zeroes = False
         self._fixed = True
         self._tls_done = False
@@ -141,8 +163,7 @@ class ClientNegotiation:
         self._extended = False
         self._contexts: dict[str, int] = {}
         self._steps: deque[int] = deque()
-        self._opt = 0  # option awaiting its final reply
-        self._replies = 0
+        self._replies = 0  # replies to the option awaiting its final one
         # accumulated from the replies to the current option
         self._size: int | None = None
         self._flags = 0
@@ -157,42 +178,12 @@ class ClientNegotiation:
     @property
     def state(self) -> str:
         """The current state's name (for logs and tests)."""
-        return self._state.value
+        return State.ERROR.value if self._error else self._state.value
 
     @property
     def tls_required(self) -> bool:
         """The caller asked for TLS."""
         return self._tls
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes received from the server; ``b""`` means the server closed."""
-        self._check_usable()
-        if self._state is _State.TLS_HANDSHAKE:
-            self._fail(LocalProtocolError(
-                "finish the TLS handshake and call tls_established() before feeding data"))
-        if self._eof:
-            self._fail(LocalProtocolError("receive_data() after EOF"))
-        if not data:
-            self._eof = True
-        else:
-            self._in.feed(data)
-
-    def next_event(self) -> ClientNegotiationEvent | NeedData:
-        """The next event, or ``NEED_DATA`` when more bytes must be received."""
-        self._check_usable()
-        if self._state is _State.TLS_HANDSHAKE and not self._events:
-            self._fail(LocalProtocolError("call tls_established() after the TLS handshake"))
-        if self._state in (_State.NEGOTIATED, _State.CLOSED) and not self._events:
-            self._fail(LocalProtocolError(f"negotiation is over ({self._state.value})"))
-        try:
-            while not self._events and self._parse_one():
-                pass
-        except ApplianceError as exc:
-            self._state = _State.ERROR
-            raise exc from None
-        if self._events:
-            return self._events.popleft()
-        return NEED_DATA
 
     def data_to_send(self) -> bytes:
         """Bytes to send to the server now (may be empty).
@@ -206,15 +197,7 @@ class ClientNegotiation:
 
     def tls_established(self) -> None:
         """Tell the core the TLS handshake succeeded; negotiation continues over TLS."""
-        self._check_usable()
-        if self._state is not _State.TLS_HANDSHAKE:
-            self._fail(LocalProtocolError(f"tls_established() in state {self._state.value}"))
-        self._tls_done = True
-        # proto.md: the server forgets everything negotiated before STARTTLS.
-        self._structured = self._extended = False
-        self._contexts = {}
-        self._state = _State.OPTIONS
-        self._advance()
+        self._sticky(lambda: self._arrive(Arrival.TLS_ESTABLISHED))
 
     @property
     def tls_active(self) -> bool:
@@ -226,78 +209,49 @@ class ClientNegotiation:
         """Bytes received after the end of negotiation (they belong to transmission)."""
         return self._in.peek(len(self._in))
 
-    # ----------------------------------------------------------------- plumbing
+    # ----------------------------------------------------------------- the machine
 
-    def _check_usable(self) -> None:
-        if self._state is _State.ERROR:
-            raise LocalProtocolError("the negotiation failed earlier; open a new connection")
+    def _check_receive(self) -> None:
+        if self._state is State.TLS_HANDSHAKE:
+            raise LocalProtocolError(
+                "finish the TLS handshake and call tls_established() before feeding data")
 
-    def _fail(self, exc: ApplianceError) -> None:
-        self._state = _State.ERROR
-        raise exc
+    def _check_parse(self) -> None:
+        if self._state is State.TLS_HANDSHAKE:
+            raise LocalProtocolError("call tls_established() after the TLS handshake")
+        if self._state in (State.NEGOTIATED, State.CLOSED):
+            raise LocalProtocolError(f"negotiation is over ({self._state.value})")
+
+    def _arrive(self, arrival: Arrival, reply: int = 0, payload: bytes = b"") -> None:
+        """Act on what arrived as the table says: the one place the state changes.
+
+        ``reply``: the NBD_REP_* type of an option reply (0 for other arrivals).
+        Entering ABORTING or EXPORT_NAME_REPLY sends that option; NEXT_OPTION sends
+        the next planned one.
+        """
+        handler, target = transition(self._state, arrival)
+        _HANDLERS[handler](self, reply, payload)
+        if target is Goto.NEXT_OPTION:
+            target = self._send_next_option()
+        elif target is State.ABORTING:
+            self._send_option(proto.NBD_OPT_ABORT)
+        elif target is State.EXPORT_NAME_REPLY:
+            self._send_option(proto.NBD_OPT_EXPORT_NAME, self._name_bytes)
+        self._state = target
+
+    @property
+    def _opt(self) -> int:
+        """The option whose reply the client awaits."""
+        return OPTION_OF[self._state]
 
     def _send_option(self, option: int, payload: bytes = b"") -> None:
         self._out += proto.OPTION_HEADER.pack(proto.IHAVEOPT, option, len(payload))
         self._out += payload
-        self._opt = option
         self._replies = 0
 
-    def _abort(self) -> None:
-        """Queue NBD_OPT_ABORT (soft disconnect)."""
+    def _soft_disconnect(self) -> None:
+        """Queue NBD_OPT_ABORT before raising an OptionError (proto.md's soft disconnect)."""
         self._send_option(proto.NBD_OPT_ABORT)
-        self._state = _State.ABORTING
-
-    def _closed_early(self, where: str) -> ProtocolError:
-        return ProtocolError(f"the server closed the connection {where}")
-
-    # ----------------------------------------------------------------- parsing
-
-    def _parse_one(self) -> bool:
-        """Parse one message if it is complete; False when more data is needed."""
-        if self._state is _State.GREETING:
-            return self._parse_greeting()
-        if self._state is _State.EXPORT_NAME_REPLY:
-            return self._parse_export_name_reply()
-        if self._state in (_State.OPTIONS, _State.ABORTING):
-            return self._parse_option_reply()
-        return False
-
-    def _parse_greeting(self) -> bool:
-        if self._in.has(8) and self._in.peek(8) != b"NBDMAGIC":
-            raise ProtocolError("the peer is not an NBD server (no NBDMAGIC greeting)")
-        fields = self._in.unpack(proto.GREETING)
-        if fields is None:
-            if self._eof:
-                raise self._closed_early("before finishing its greeting (not an NBD server, "
-                                          "or it refuses connections)")
-            return False
-        _magic, magic2, flags = fields
-        if magic2 == proto.CLISERV_MAGIC:
-            raise ProtocolError("the server speaks oldstyle negotiation (like nbdkit -o), which "
-                                "this client does not support: run the server in newstyle "
-                                "mode (the default of nbdkit, qemu-nbd and nbd-server)")
-        if magic2 != proto.IHAVEOPT:
-            raise ProtocolError(f"bad newstyle magic {magic2:#x} in the server greeting")
-        self._in.skip(proto.GREETING.size)
-        fixed = self._fixed = bool(flags & proto.NBD_FLAG_FIXED_NEWSTYLE)
-        self._no_zeroes = bool(flags & proto.NBD_FLAG_NO_ZEROES)
-        client = (proto.NBD_FLAG_C_FIXED_NEWSTYLE if fixed else 0) | (
-            proto.NBD_FLAG_C_NO_ZEROES if self._no_zeroes else 0)
-        self._out += proto.CLIENT_FLAGS.pack(client)
-        if fixed:
-            self._plan()
-            self._state = _State.OPTIONS
-            self._advance()
-            return True
-        # Plain newstyle: NBD_OPT_EXPORT_NAME is the only option there is.
-        if self._tls:
-            raise OptionError("the server does not support fixed newstyle negotiation, so it "
-                              "cannot do TLS; refusing to continue without TLS")
-        if self._mode is not Mode.GO:
-            raise OptionError(f"the server supports only old newstyle negotiation; "
-                              f"cannot do '{self._mode.value}'")
-        self._send_export_name()
-        return True
 
     def _plan(self) -> None:
         steps: list[int] = []
@@ -318,7 +272,7 @@ class ClientNegotiation:
         }[self._mode])
         self._steps = deque(steps)
 
-    def _advance(self) -> None:
+    def _send_next_option(self) -> State:
         """Send the next planned option, skipping ones made moot by earlier replies."""
         while self._steps:
             opt = self._steps.popleft()
@@ -328,7 +282,7 @@ class ClientNegotiation:
                 log.info("no structured replies, so no metadata contexts (block status)")
                 continue
             self._send_option(opt, self._option_payload(opt))
-            return
+            return STATE_OF[opt]
         raise AssertionError("negotiation plan exhausted")  # pragma: no cover
 
     def _option_payload(self, opt: int) -> bytes:
@@ -354,27 +308,54 @@ class ClientNegotiation:
             self._exports = []
         return b""
 
-    def _send_export_name(self) -> None:
-        self._send_option(proto.NBD_OPT_EXPORT_NAME, self._name_bytes)
-        self._state = _State.EXPORT_NAME_REPLY
+    # ----------------------------------------------------------------- bytes to arrivals
+
+    def _parse_one(self) -> bool:
+        """Parse one message if it is complete; False when more data is needed."""
+        if self._state is State.GREETING:
+            return self._parse_greeting()
+        if self._state is State.EXPORT_NAME_REPLY:
+            return self._parse_export_name_reply()
+        if self._state in OPTION_OF:
+            return self._parse_option_reply()
+        return False
+
+    def _end_of_data(self) -> bool:
+        """No complete message is buffered: EOF arrives, or more bytes are needed."""
+        if not self._eof:
+            return False
+        self._arrive(Arrival.EOF_MID_MESSAGE if len(self._in) else Arrival.EOF)
+        return True
+
+    def _parse_greeting(self) -> bool:
+        if self._in.has(8) and self._in.peek(8) != b"NBDMAGIC":
+            raise ProtocolError("the peer is not an NBD server (no NBDMAGIC greeting)")
+        fields = self._in.unpack(proto.GREETING)
+        if fields is None:
+            return self._end_of_data()
+        _magic, magic2, flags = fields
+        if magic2 == proto.CLISERV_MAGIC:
+            raise ProtocolError("the server speaks oldstyle negotiation (like nbdkit -o), which "
+                                "this client does not support: run the server in newstyle "
+                                "mode (the default of nbdkit, qemu-nbd and nbd-server)")
+        if magic2 != proto.IHAVEOPT:
+            raise ProtocolError(f"bad newstyle magic {magic2:#x} in the server greeting")
+        greeting = self._in.take(proto.GREETING.size)
+        self._arrive(Arrival.GREETING_FIXED if flags & proto.NBD_FLAG_FIXED_NEWSTYLE
+                     else Arrival.GREETING_PLAIN, 0, greeting)
+        return True
 
     def _parse_export_name_reply(self) -> bool:
         need = proto.EXPORT_NAME_REPLY.size + (0 if self._no_zeroes else proto.EXPORT_NAME_ZEROES)
         if not self._in.has(need):
-            if self._eof:
-                raise OptionError(
-                    f"the server closed the connection after NBD_OPT_EXPORT_NAME: no export "
-                    f"named {self._export_name!r}, or the server refused this client")
-            return False
-        size, flags = self._in.unpack(proto.EXPORT_NAME_REPLY) or (0, 0)
-        self._in.skip(need)
-        self._finish(proto.NBD_OPT_GO, size, flags)
+            return self._end_of_data()
+        self._arrive(Arrival.EXPORT_NAME_DATA, 0, self._in.take(need))
         return True
 
     def _parse_option_reply(self) -> bool:
         header = self._in.unpack(proto.OPTION_REPLY_HEADER)
         if header is None:
-            return self._need_more_option_data()
+            return self._end_of_data()
         magic, option, reply, length = header
         if magic != proto.NBD_REP_MAGIC:
             raise ProtocolError(f"bad option reply magic {magic:#x}")
@@ -385,91 +366,104 @@ class ClientNegotiation:
             raise ProtocolError(f"option reply of {length} bytes to {proto.opt_name(option)} "
                                 f"(limit {MAX_OPTION_REPLY})")
         if not self._in.has(proto.OPTION_REPLY_HEADER.size + length):
-            return self._need_more_option_data()
+            return self._end_of_data()
         self._replies += 1
         if self._replies > MAX_OPTION_REPLIES:
             raise ProtocolError(f"more than {MAX_OPTION_REPLIES} replies to "
                                 f"{proto.opt_name(option)}")
         self._in.skip(proto.OPTION_REPLY_HEADER.size)
-        payload = self._in.take(length)
-        if self._state is _State.ABORTING:
-            # Any answer to NBD_OPT_ABORT ends the session.
-            self._state = _State.CLOSED
-            self._events.append(ConnectionClosed())
-        elif reply & proto.NBD_REP_FLAG_ERROR:
-            self._on_error(reply, payload)
-        else:
-            self._on_reply(reply, payload)
+        self._arrive(reply_arrival(reply, length), reply, self._in.take(length))
         return True
 
-    def _need_more_option_data(self) -> bool:
-        if not self._eof:
-            return False
-        if self._state is _State.ABORTING and not len(self._in):
-            self._state = _State.CLOSED
-            self._events.append(ConnectionClosed())
-            return True
-        raise self._closed_early(f"while the client waited for the reply to "
-                                 f"{proto.opt_name(self._opt)}")
+    # ----------------------------------------------------------------- handlers: greeting
 
-    # ----------------------------------------------------------------- replies
+    def _client_flags(self, greeting: bytes) -> None:
+        _magic, _magic2, flags = proto.GREETING.unpack(greeting)
+        fixed = self._fixed = bool(flags & proto.NBD_FLAG_FIXED_NEWSTYLE)
+        self._no_zeroes = bool(flags & proto.NBD_FLAG_NO_ZEROES)
+        client = (proto.NBD_FLAG_C_FIXED_NEWSTYLE if fixed else 0) | (
+            proto.NBD_FLAG_C_NO_ZEROES if self._no_zeroes else 0)
+        self._out += proto.CLIENT_FLAGS.pack(client)
 
-    def _unexpected(self, reply: int) -> ProtocolError:
-        return ProtocolError(f"unexpected {proto.rep_name(reply)} in reply to "
-                             f"{proto.opt_name(self._opt)}")
+    def _on_start_options(self, _reply: int, greeting: bytes) -> None:
+        self._client_flags(greeting)
+        self._plan()
 
-    def _on_reply(self, reply: int, payload: bytes) -> None:
-        opt = self._opt
-        if reply == proto.NBD_REP_ACK:
-            if payload:
-                raise ProtocolError(f"NBD_REP_ACK to {proto.opt_name(opt)} carries "
-                                    f"{len(payload)} bytes of data")
-            self._on_ack(opt)
-        elif reply == proto.NBD_REP_INFO and opt in (proto.NBD_OPT_GO, proto.NBD_OPT_INFO):
-            self._on_info(payload)
-        elif reply == proto.NBD_REP_META_CONTEXT and opt in (
-                proto.NBD_OPT_SET_META_CONTEXT, proto.NBD_OPT_LIST_META_CONTEXT):
-            self._on_meta_context(payload)
-        elif reply == proto.NBD_REP_SERVER and opt == proto.NBD_OPT_LIST:
-            self._on_server(payload)
-        else:
-            raise self._unexpected(reply)
+    def _on_export_name_only(self, _reply: int, greeting: bytes) -> None:
+        self._client_flags(greeting)
+        if self._tls:
+            raise OptionError("the server does not support fixed newstyle negotiation, so it "
+                              "cannot do TLS; refusing to continue without TLS")
+        if self._mode is not Mode.GO:
+            raise OptionError(f"the server supports only old newstyle negotiation; "
+                              f"cannot do '{self._mode.value}'")
 
-    def _on_ack(self, opt: int) -> None:
-        if opt == proto.NBD_OPT_STARTTLS:
-            if len(self._in):
-                raise ProtocolError("the server sent unencrypted data after accepting STARTTLS")
-            self._state = _State.TLS_HANDSHAKE
-            self._events.append(StartTLS())
-            return
-        if opt == proto.NBD_OPT_EXTENDED_HEADERS:
-            self._extended = self._structured = True
-        elif opt == proto.NBD_OPT_STRUCTURED_REPLY:
-            self._structured = True
-        elif opt == proto.NBD_OPT_SET_META_CONTEXT:
-            self._contexts = dict(self._found)
-            missing = [q for q in self._query_names if q not in self._contexts]
-            if missing:
-                log.info("server did not select metadata context(s) %s", ", ".join(missing))
-        elif opt == proto.NBD_OPT_LIST_META_CONTEXT:
-            self._events.append(MetaContextList(self._export_name, tuple(self._found)))
-            self._abort()
-            return
-        elif opt == proto.NBD_OPT_LIST:
-            self._events.append(ExportList(tuple(self._exports)))
-            self._abort()
-            return
-        elif opt in (proto.NBD_OPT_GO, proto.NBD_OPT_INFO):
-            if self._size is None:
-                raise ProtocolError(f"server accepted {proto.opt_name(opt)} without sending "
-                                    f"NBD_INFO_EXPORT")
-            self._finish(opt, self._size, self._flags)
-            return
-        else:  # pragma: no cover - every option we send is handled above
-            raise self._unexpected(proto.NBD_REP_ACK)
-        self._advance()
+    def _on_greeting_cut(self, _reply: int, _payload: bytes) -> None:
+        raise ProtocolError("the server closed the connection before finishing its greeting "
+                            "(not an NBD server, or it refuses connections)")
 
-    def _on_info(self, payload: bytes) -> None:
+    def _on_export_name_done(self, _reply: int, payload: bytes) -> None:
+        size, flags = proto.EXPORT_NAME_REPLY.unpack_from(payload)
+        self._events.append(Negotiated(self._export_info(size, flags)))
+
+    def _on_export_name_refused(self, _reply: int, _payload: bytes) -> None:
+        raise OptionError(
+            f"the server closed the connection after NBD_OPT_EXPORT_NAME: no export "
+            f"named {self._export_name!r}, or the server refused this client")
+
+    # ----------------------------------------------------------------- handlers: features
+
+    def _on_start_tls(self, _reply: int, _payload: bytes) -> None:
+        if len(self._in):
+            raise ProtocolError("the server sent unencrypted data after accepting STARTTLS")
+        self._events.append(StartTLS())
+
+    def _on_no_tls(self, reply: int, payload: bytes) -> None:
+        self._soft_disconnect()
+        raise OptionError(
+            f"the server does not offer TLS ({proto.rep_name(reply)}){_suffix(payload)}; "
+            f"refusing to continue without TLS", option=proto.NBD_OPT_STARTTLS, reply=reply)
+
+    def _on_tls_up(self, _reply: int, _payload: bytes) -> None:
+        self._tls_done = True
+        # proto.md: the server forgets everything negotiated before STARTTLS.
+        self._structured = self._extended = False
+        self._contexts = {}
+
+    def _on_extended_on(self, _reply: int, _payload: bytes) -> None:
+        self._extended = self._structured = True
+
+    def _on_structured_on(self, _reply: int, _payload: bytes) -> None:
+        self._structured = True
+
+    def _on_fall_back(self, reply: int, _payload: bytes) -> None:
+        log.info("server refused %s (%s); falling back", proto.opt_name(self._opt),
+                 proto.rep_name(reply))
+
+    def _on_meta_context(self, _reply: int, payload: bytes) -> None:
+        if len(payload) < 5:
+            raise ProtocolError(f"NBD_REP_META_CONTEXT of {len(payload)} bytes (at least 5)")
+        (cid,) = proto.META_CONTEXT_ID.unpack_from(payload)
+        name = _decode_string(payload[4:], "metadata context name")
+        if self._state is State.SET_META_CONTEXT_SENT and (
+                name in self._found or cid in self._found.values()):
+            raise ProtocolError(f"server selected metadata context {name!r} (id {cid}) twice")
+        self._found[name] = cid
+
+    def _on_contexts_chosen(self, _reply: int, _payload: bytes) -> None:
+        self._contexts = dict(self._found)
+        missing = [q for q in self._query_names if q not in self._contexts]
+        if missing:
+            log.info("server did not select metadata context(s) %s", ", ".join(missing))
+
+    def _on_no_contexts(self, reply: int, payload: bytes) -> None:
+        log.info("server refused NBD_OPT_SET_META_CONTEXT (%s)%s", proto.rep_name(reply),
+                 _suffix(payload))
+        self._contexts = {}
+
+    # ----------------------------------------------------------------- handlers: results
+
+    def _on_info(self, _reply: int, payload: bytes) -> None:
         if len(payload) < 2:
             raise ProtocolError(f"NBD_REP_INFO of {len(payload)} bytes (at least 2)")
         (itype,) = proto.INFO_TYPE.unpack_from(payload)
@@ -481,7 +475,7 @@ class ClientNegotiation:
             if len(payload) != proto.INFO_BLOCK_SIZE.size:
                 raise ProtocolError(f"NBD_INFO_BLOCK_SIZE of {len(payload)} bytes (must be 14)")
             _, minimum, preferred, maximum = proto.INFO_BLOCK_SIZE.unpack(payload)
-            self._block = self._check_block_sizes(minimum, preferred, maximum)
+            self._block = _check_block_sizes(minimum, preferred, maximum)
         elif itype == proto.NBD_INFO_NAME:
             self._canonical = _decode_string(payload[2:], "export name")
         elif itype == proto.NBD_INFO_DESCRIPTION:
@@ -489,30 +483,16 @@ class ClientNegotiation:
         else:
             log.debug("ignoring unknown NBD_REP_INFO type %d", itype)
 
-    @staticmethod
-    def _check_block_sizes(minimum: int, preferred: int, maximum: int) -> tuple[int, int, int]:
-        if not _is_power_of_two(minimum) or minimum > proto.NBD_MAX_MIN_BLOCK:
-            raise ProtocolError(f"invalid minimum block size {minimum} (a power of 2, "
-                                f"at most 64 KiB)")
-        if not _is_power_of_two(preferred) or preferred < minimum:
-            raise ProtocolError(f"invalid preferred block size {preferred} (a power of 2, "
-                                f"at least the minimum {minimum})")
-        if maximum < minimum or (maximum % minimum and maximum != proto.NBD_UNLIMITED_MAX_BLOCK):
-            raise ProtocolError(f"invalid maximum block size {maximum} (a multiple of the "
-                                f"minimum {minimum})")
-        return minimum, preferred, maximum
+    def _on_go_done(self, _reply: int, _payload: bytes) -> None:
+        self._events.append(Negotiated(self._export_info(*self._size_and_flags())))
 
-    def _on_meta_context(self, payload: bytes) -> None:
-        if len(payload) < 5:
-            raise ProtocolError(f"NBD_REP_META_CONTEXT of {len(payload)} bytes (at least 5)")
-        (cid,) = proto.META_CONTEXT_ID.unpack_from(payload)
-        name = _decode_string(payload[4:], "metadata context name")
-        if self._opt == proto.NBD_OPT_SET_META_CONTEXT and (
-                name in self._found or cid in self._found.values()):
-            raise ProtocolError(f"server selected metadata context {name!r} (id {cid}) twice")
-        self._found[name] = cid
+    def _on_info_done(self, _reply: int, _payload: bytes) -> None:
+        self._events.append(InfoReceived(self._export_info(*self._size_and_flags())))
 
-    def _on_server(self, payload: bytes) -> None:
+    def _on_go_unsupported(self, _reply: int, _payload: bytes) -> None:
+        log.info("server does not support NBD_OPT_GO; using NBD_OPT_EXPORT_NAME")
+
+    def _on_server(self, _reply: int, payload: bytes) -> None:
         if len(payload) < 4:
             raise ProtocolError(f"NBD_REP_SERVER of {len(payload)} bytes (at least 4)")
         (n,) = proto.U32.unpack_from(payload)
@@ -522,14 +502,29 @@ class ClientNegotiation:
         description = _decode_string(payload[4 + n :], "export description")
         self._exports.append(ExportEntry(name, description))
 
-    def _finish(self, opt: int, size: int, flags: int) -> None:
+    def _on_list_done(self, _reply: int, _payload: bytes) -> None:
+        self._events.append(ExportList(tuple(self._exports)))
+
+    def _on_list_meta_done(self, _reply: int, _payload: bytes) -> None:
+        self._events.append(MetaContextList(self._export_name, tuple(self._found)))
+
+    def _on_closed(self, _reply: int, _payload: bytes) -> None:
+        self._events.append(ConnectionClosed())
+
+    def _size_and_flags(self) -> tuple[int, int]:
+        if self._size is None:
+            raise ProtocolError(f"server accepted {proto.opt_name(self._opt)} without sending "
+                                f"NBD_INFO_EXPORT")
+        return self._size, self._flags
+
+    def _export_info(self, size: int, flags: int) -> ExportInfo:
         if not flags & proto.NBD_FLAG_HAS_FLAGS:
             log.info("server did not set NBD_FLAG_HAS_FLAGS; assuming no optional features")
             flags = 0
         minimum, preferred, maximum = self._block or (
             proto.NBD_DEFAULT_MIN_BLOCK, proto.NBD_DEFAULT_PREFERRED_BLOCK,
             proto.NBD_DEFAULT_MAX_PAYLOAD)
-        info = ExportInfo(
+        return ExportInfo(
             name=self._canonical if self._canonical is not None else self._export_name,
             size=size,
             flags=flags,
@@ -543,51 +538,41 @@ class ClientNegotiation:
             block_size_sent=self._block is not None,
             fixed_newstyle=self._fixed,
         )
-        if opt == proto.NBD_OPT_INFO:
-            self._events.append(InfoReceived(info))
-            self._abort()
-        else:
-            self._state = _State.NEGOTIATED
-            self._events.append(Negotiated(info))
 
-    # ----------------------------------------------------------------- errors
+    # ----------------------------------------------------------------- handlers: errors
 
-    def _on_error(self, reply: int, payload: bytes) -> None:
+    def _on_refused(self, reply: int, payload: bytes) -> None:
         opt = self._opt
-        text = _server_text(payload)
-        suffix = f" (server said: {text})" if text else ""
-        if opt == proto.NBD_OPT_STARTTLS:
-            self._abort()
-            raise OptionError(
-                f"the server does not offer TLS ({proto.rep_name(reply)}){suffix}; "
-                f"refusing to continue without TLS", option=opt, reply=reply)
-        if reply == proto.NBD_REP_ERR_TLS_REQD:
-            self._abort()
-            if self._tls_done:
-                raise ProtocolError(f"server answered {proto.opt_name(opt)} with "
-                                    f"NBD_REP_ERR_TLS_REQD although TLS is established")
-            raise OptionError(f"the server requires TLS; use nbds://{suffix}",
-                              option=opt, reply=reply)
-        if reply == proto.NBD_REP_ERR_SHUTDOWN:
-            self._abort()
-            raise OptionError(f"the server is shutting down{suffix}", option=opt, reply=reply)
-        if opt in (proto.NBD_OPT_EXTENDED_HEADERS, proto.NBD_OPT_STRUCTURED_REPLY):
-            log.info("server refused %s (%s); falling back", proto.opt_name(opt),
-                     proto.rep_name(reply))
-            self._advance()
-            return
-        if opt == proto.NBD_OPT_SET_META_CONTEXT:
-            log.info("server refused NBD_OPT_SET_META_CONTEXT (%s)%s", proto.rep_name(reply),
-                     suffix)
-            self._contexts = {}
-            self._advance()
-            return
-        if opt == proto.NBD_OPT_GO and reply == proto.NBD_REP_ERR_UNSUP:
-            log.info("server does not support NBD_OPT_GO; using NBD_OPT_EXPORT_NAME")
-            self._send_export_name()
-            return
-        self._abort()
-        raise OptionError(self._error_message(opt, reply) + suffix, option=opt, reply=reply)
+        self._soft_disconnect()
+        raise OptionError(self._error_message(opt, reply) + _suffix(payload),
+                          option=opt, reply=reply)
+
+    def _on_tls_required(self, reply: int, payload: bytes) -> None:
+        opt = self._opt
+        self._soft_disconnect()
+        if self._tls_done:
+            raise ProtocolError(f"server answered {proto.opt_name(opt)} with "
+                                f"NBD_REP_ERR_TLS_REQD although TLS is established")
+        raise OptionError(f"the server requires TLS; use nbds://{_suffix(payload)}",
+                          option=opt, reply=reply)
+
+    def _on_shutting_down(self, reply: int, payload: bytes) -> None:
+        opt = self._opt
+        self._soft_disconnect()
+        raise OptionError(f"the server is shutting down{_suffix(payload)}", option=opt,
+                          reply=reply)
+
+    def _on_ack_with_data(self, _reply: int, payload: bytes) -> None:
+        raise ProtocolError(f"NBD_REP_ACK to {proto.opt_name(self._opt)} carries "
+                            f"{len(payload)} bytes of data")
+
+    def _on_unexpected(self, reply: int, _payload: bytes) -> None:
+        raise ProtocolError(f"unexpected {proto.rep_name(reply)} in reply to "
+                            f"{proto.opt_name(self._opt)}")
+
+    def _on_closed_early(self, _reply: int, _payload: bytes) -> None:
+        raise ProtocolError(f"the server closed the connection while the client waited for "
+                            f"the reply to {proto.opt_name(self._opt)}")
 
     def _error_message(self, opt: int, reply: int) -> str:
         if opt in (proto.NBD_OPT_GO, proto.NBD_OPT_INFO):
@@ -598,3 +583,8 @@ class ClientNegotiation:
                         + ("" if self._want_extended else "; enable them"))
         generic = proto.REP_ERR_MESSAGES.get(reply, f"unknown error reply {reply:#x}")
         return f"{proto.opt_name(opt)} failed: {generic}"
+
+
+# One method per Handler: a missing one fails at import, not during a negotiation.
+_HANDLERS: Final[Mapping[Handler, Callable[[ClientNegotiation, int, bytes], None]]] = (
+    MappingProxyType({h: getattr(ClientNegotiation, f"_on_{h.value}") for h in Handler}))

@@ -126,10 +126,6 @@ class ServerTransmission(EventReceiver[ServerTransmissionEvent]):
             raise LocalProtocolError(f"no request with cookie {cookie} is awaiting a reply")
         return request
 
-    def _misuse(self, message: str) -> LocalProtocolError:
-        self._error = True
-        return LocalProtocolError(message)
-
     def _chunk(self, request: Request, rtype: int, payload: bytes, *, done: bool,
                data: bytes | bytearray | memoryview = b"") -> None:
         flags = _DONE if done else 0

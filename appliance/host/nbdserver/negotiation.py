@@ -10,16 +10,15 @@ breach is a ProtocolError) and is what in-memory tests pair ClientNegotiation wi
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from appliance.errors import ApplianceError, LocalProtocolError, ProtocolError
+from appliance.errors import LocalProtocolError, ProtocolError
 from appliance.nbd import proto
-from appliance.nbd.buffer import ReceiveBuffer
-from appliance.nbd.events import NEED_DATA, ConnectionClosed, NeedData, StartTLS
+from appliance.nbd.events import ConnectionClosed, StartTLS
+from appliance.nbd.receiver import StickyReceiver
 
 MAX_OPTION_DATA: Final = 64 * 1024
 _KNOWN_CLIENT_FLAGS: Final = int(proto.NBD_FLAG_C_FIXED_NEWSTYLE | proto.NBD_FLAG_C_NO_ZEROES)
@@ -56,16 +55,17 @@ class _State(enum.Enum):
     OPTIONS = "options"
     TLS_HANDSHAKE = "tls-handshake"
     DONE = "done"
-    ERROR = "error"
 
 
-class ServerNegotiation:
+class ServerNegotiation(StickyReceiver[ServerNegotiationEvent]):
     """Answer one client's negotiation (h11-style API, like ClientNegotiation).
 
     ``tls``: offer STARTTLS; ``tls_required``: FORCEDTLS mode (every other option
     is answered NBD_REP_ERR_TLS_REQD until TLS is up).  ``structured_replies``,
     ``extended_headers``, ``go``, ``no_zeroes``: which features to offer.
     """
+
+    _failed_message = "the negotiation failed earlier"
 
     def __init__(self, exports: Sequence[ServerExport], *, tls: bool = False,
                  tls_required: bool = False, structured_replies: bool = True,
@@ -78,11 +78,9 @@ class ServerNegotiation:
         self._offer_extended = extended_headers and structured_replies
         self._offer_go = go
         self._offer_no_zeroes = no_zeroes
-        self._in = ReceiveBuffer()
+        super().__init__()
         self._out = bytearray()
-        self._events: deque[ServerNegotiationEvent] = deque()
         self._state = _State.CLIENT_FLAGS
-        self._eof = False
         self._no_zeroes = False
         self._tls_done = False
         self._structured = False
@@ -95,24 +93,13 @@ class ServerNegotiation:
 
     @property
     def state(self) -> str:
-        """The current state's name."""
-        return self._state.value
+        """The current state's name ("error" once an exception left the object)."""
+        return "error" if self._error else self._state.value
 
     @property
     def trailing_data(self) -> bytes:
         """Bytes received after negotiation ended (the first requests)."""
         return self._in.peek(len(self._in))
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes from the client; ``b""`` means EOF."""
-        if self._state in (_State.ERROR, _State.TLS_HANDSHAKE) or self._eof:
-            state = "after EOF" if self._eof else self._state.value
-            self._state = _State.ERROR
-            raise LocalProtocolError(f"receive_data() not allowed now ({state})")
-        if not data:
-            self._eof = True
-        else:
-            self._in.feed(data)
 
     def data_to_send(self) -> bytes:
         """Bytes to send to the client now."""
@@ -122,26 +109,20 @@ class ServerNegotiation:
 
     def tls_established(self) -> None:
         """The TLS handshake after StartTLS succeeded."""
+        self._sticky(self._tls_up)
+
+    def _tls_up(self) -> None:
         if self._state is not _State.TLS_HANDSHAKE:
-            self._state = _State.ERROR
             raise LocalProtocolError("tls_established() without StartTLS")
         self._tls_done = True
         self._state = _State.OPTIONS
 
-    def next_event(self) -> ServerNegotiationEvent | NeedData:
-        """The next event, or NEED_DATA."""
-        if self._state is _State.ERROR:
-            raise LocalProtocolError("the negotiation failed earlier")
-        try:
-            while not self._events and self._state in (_State.CLIENT_FLAGS, _State.OPTIONS):
-                if not self._parse_one():
-                    break
-        except ApplianceError:
-            self._state = _State.ERROR
-            raise
-        return self._events.popleft() if self._events else NEED_DATA
-
     # ----------------------------------------------------------------- parsing
+
+    def _check_receive(self) -> None:
+        if self._state is _State.TLS_HANDSHAKE or self._eof:
+            state = "after EOF" if self._eof else self._state.value
+            raise LocalProtocolError(f"receive_data() not allowed now ({state})")
 
     def _need(self) -> bool:
         if self._eof:
@@ -153,6 +134,8 @@ class ServerNegotiation:
         return False
 
     def _parse_one(self) -> bool:
+        if self._state is _State.OPTIONS:
+            return self._parse_option()
         if self._state is _State.CLIENT_FLAGS:
             fields = self._in.unpack(proto.CLIENT_FLAGS)
             if fields is None:
@@ -165,6 +148,9 @@ class ServerNegotiation:
             self._no_zeroes = bool(flags & proto.NBD_FLAG_C_NO_ZEROES)
             self._state = _State.OPTIONS
             return True
+        return False  # DONE, or TLS_HANDSHAKE: nothing to parse
+
+    def _parse_option(self) -> bool:
         header = self._in.unpack(proto.OPTION_HEADER)
         if header is None:
             return self._need()
