@@ -166,14 +166,8 @@ class QemuBoard:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            log.info("stopping QEMU pid %d", proc.pid)
-            proc.terminate()
-            try:
-                proc.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(STOP_GRACE)
+        log.info("stopping QEMU pid %d", proc.pid)
+        children.end(proc, STOP_GRACE)
         if self._reader:
             self._reader.join(STOP_GRACE)  # QEMU is gone: its console pipe is at EOF
         for stream in (proc.stdin, proc.stdout):

@@ -20,10 +20,10 @@ import logging
 import os
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from appliance.deadline import Deadline
 from appliance.errors import NBDError, ProtocolError, RequestError, TransportError
 from appliance.nbd import (
     NBD_CMD_BLOCK_STATUS,
@@ -133,9 +133,9 @@ class Connection:
             return []
         self.send_queued()
         done: list[Completion] = []
-        deadline = time.monotonic() + self.reply_timeout
+        deadline = Deadline(self.reply_timeout)
         while not done:
-            left = deadline - time.monotonic()
+            left = deadline.remaining or 0.0
             if left <= 0:
                 raise self._die(TransportError(
                     f"{self.uri.address}: no reply completed within {self.reply_timeout:g}s "
@@ -323,12 +323,12 @@ class Connection:
     def _drain(self, limit: float) -> None:
         """Read and drop the replies to every request in flight, for at most ``limit`` s."""
         self._handlers.clear()  # nobody wants the data any more
-        deadline = time.monotonic() + limit
+        deadline = Deadline(limit)
         done: list[Completion] = []
         try:
             self.send_queued()
             while self._requests:
-                left = deadline - time.monotonic()
+                left = deadline.remaining or 0.0
                 if left <= 0:
                     log.info("%s: %s after %gs; closing without NBD_CMD_DISC",
                              self.uri.address, self._when(), limit)

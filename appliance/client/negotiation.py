@@ -12,10 +12,10 @@ import contextlib
 import logging
 import socket
 import ssl
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from appliance.deadline import Deadline
 from appliance.errors import NBDError, OptionError, ProtocolError, TransportError
 from appliance.nbd import (
     NEED_DATA,
@@ -97,7 +97,7 @@ def drive(neg: ClientNegotiation, sock: socket.socket, ctx: ssl.SSLContext | Non
     """
     timeout = sock.gettimeout() or DEFAULT_TIMEOUT
     budget = budget if budget is not None else BUDGET_FACTOR * timeout
-    deadline = time.monotonic() + budget
+    deadline = Deadline(budget)
     try:
         while True:
             event = neg.next_event()
@@ -105,7 +105,7 @@ def drive(neg: ClientNegotiation, sock: socket.socket, ctx: ssl.SSLContext | Non
             if out:
                 sock.sendall(out)
             if event is NEED_DATA:
-                left = deadline - time.monotonic()
+                left = deadline.remaining or 0.0
                 if left <= 0:
                     raise TransportError(f"{uri.address}: negotiation took longer than "
                                          f"{budget:g}s (server too slow or stalled) ({uri})")

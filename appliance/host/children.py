@@ -55,6 +55,18 @@ def popen(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, **kwargs)
 
 
+def end(proc: subprocess.Popen[bytes], grace: float) -> int:
+    """End ``proc`` by PID: SIGTERM, then SIGKILL after ``grace`` seconds; its status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+    return proc.returncode
+
+
 def _raise(signum: int, _frame: object) -> None:
     raise Terminated(signum)
 

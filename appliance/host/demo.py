@@ -43,7 +43,7 @@ ROOT_OK = re.compile(rb"nbdroot-status: root=(/dev/nbd\d+) relay=alive pid=(\d+)
 FAILED_STEP = re.compile(rb"nbdroot: \[[ \d.]+s\] \S+ \([\d.]+s\) FAILED|Kernel panic[^\r\n]*")
 BOOT_FAILED = re.compile(rb"nbdroot: boot failed: ([^\r\n]*)\r?\n")
 
-QEMU_GRACE = 10.0  # seconds QEMU gets to end after SIGTERM, before SIGKILL
+QEMU_GRACE = 10.0  # seconds QEMU gets after SIGTERM before SIGKILL
 Reporter = Callable[[str], None]
 
 
@@ -194,19 +194,7 @@ def _interactive(argv: list[str]) -> int:
     try:
         return proc.wait()
     finally:
-        _end(proc)
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    """End QEMU by PID: SIGTERM, then SIGKILL if it is still there after a grace period."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(QEMU_GRACE)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(QEMU_GRACE)
+        children.end(proc, QEMU_GRACE)
 
 
 def _check(opts: DemoOptions, argv: list[str], work: Path, report: Reporter) -> int:
