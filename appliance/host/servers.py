@@ -284,8 +284,8 @@ class DaemonNBDServer(NBDServer):
     def _wait_ready(self) -> None:
         assert self.proc is not None
         self.daemon_pid = None
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
+        deadline = Deadline(READY_TIMEOUT)
+        while not deadline.expired:
             code = self.proc.poll()
             if code not in (None, 0):
                 raise ServerError(f"{self.name} exited with {code}: {self.log_text()[-2000:]}")
@@ -303,8 +303,8 @@ class DaemonNBDServer(NBDServer):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while _alive(pid) and time.monotonic() < deadline:
+        deadline = Deadline(STOP_TIMEOUT)
+        while _alive(pid) and not deadline.expired:
             time.sleep(0.02)
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.deadline import Deadline
 from appliance.errors import ConfigError
 from appliance.host import children
 
@@ -162,10 +163,10 @@ class Storm:
                     "1" if self.paced else "0"]
             clients.append(children.popen(argv, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE))
-        deadline = time.monotonic() + READY_TIMEOUT
+        deadline = Deadline(READY_TIMEOUT)
         for proc in clients:
             assert proc.stdout is not None
-            if proc.stdout.readline().strip() != b"ready" or time.monotonic() > deadline:
+            if proc.stdout.readline().strip() != b"ready" or deadline.expired:
                 raise ConfigError("a simulated board did not start (see its stderr above)")
         _, cpu0 = proc_figures(server.pids)
         started = time.monotonic()
