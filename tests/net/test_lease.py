@@ -59,6 +59,9 @@ def test_lease_is_renewed_before_expiry_and_never_lapses(
             expiries.add(expiry)
             time.sleep(1.0)
         out = keeper.communicate(timeout=10)[0]
+        final = lease_expiry(leases)  # the last renewal, which ended keep-lease
+        assert final is not None and final > time.time(), "the lease lapsed"
+        expiries.add(final)
     finally:
         if keeper.poll() is None:
             keeper.kill()
