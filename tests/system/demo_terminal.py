@@ -37,6 +37,10 @@ class DemoTerminal:
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once (the parent has threads)
             try:
+                # As a shell starts a foreground job: SIGINT and SIGQUIT at their defaults
+                # (a CI runner that started us in the background has them ignored).
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGQUIT, signal.SIG_DFL)
                 if cwd is not None:
                     os.chdir(cwd)
                 os.execv(argv[0], argv)
