@@ -14,6 +14,7 @@ from its header, before it is buffered.
 
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
 from collections.abc import Mapping
@@ -38,12 +39,20 @@ from appliance.nbd.events import (
 from appliance.nbd.ranges import Ranges
 from appliance.nbd.receiver import EventReceiver
 
+
+def _word(code: str, extent: struct.Struct) -> str:
+    """``code``, checked to be the array typecode of half an extent on this platform."""
+    if array(code).itemsize * 2 != extent.size:
+        raise RuntimeError(f"array typecode {code!r} does not fit {extent.format!r} here")
+    return code
+
+
 # Block-status payloads are decoded whole into arrays: (typecode, payload head) per layout.
-_EXTENT_WORDS: Final = {False: (proto.BLOCK_STATUS_WORD, proto.U32),
-                        True: (proto.BLOCK_STATUS_EXT_WORD, proto.BLOCK_STATUS_EXT_HEAD)}
-assert all(array(code).itemsize * 2 == item.size for code, item in (
-    (proto.BLOCK_STATUS_WORD, proto.BLOCK_STATUS_EXTENT),
-    (proto.BLOCK_STATUS_EXT_WORD, proto.BLOCK_STATUS_EXT_EXTENT)))
+_EXTENT_WORDS: Final = {
+    False: (_word(proto.BLOCK_STATUS_WORD, proto.BLOCK_STATUS_EXTENT), proto.U32),
+    True: (_word(proto.BLOCK_STATUS_EXT_WORD, proto.BLOCK_STATUS_EXT_EXTENT),
+           proto.BLOCK_STATUS_EXT_HEAD),
+}
 _SWAP: Final = sys.byteorder == "little"  # the wire is big-endian
 
 MAX_BLOCK_STATUS_PAYLOAD: Final = 4 * 1024 * 1024  # qemu sends at most 1 MiB of extents
