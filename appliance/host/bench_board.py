@@ -261,14 +261,15 @@ def _measure(board: QemuBoard, variant: str, timeout: float, log: Path) -> BootR
         key, value = m.group(1).decode(), m.group(2).decode(errors="replace")
         if key == "done":
             break
-        _record(run, key, value)
+        record_result(run, key, value)
     for name in ("read-1M", "read-4k", "write-1M", "write-4k"):
         if name not in run.dd:
             raise BenchError(f"{variant}: dd {name} printed no figure (console log: {log})")
     return run
 
 
-def _record(run: BootRun, key: str, value: str) -> None:
+def record_result(run: BootRun, key: str, value: str) -> None:
+    """One ``bench: KEY VALUE`` line of the script into ``run``."""
     if key == "agent":
         rss, rest = value.split(" ", 1)
         run.rss_kb += int(rss) if rss.isdigit() else 0
