@@ -73,6 +73,7 @@ class BoardBenchOptions:
     requests: int = 256  # 4 KiB requests, reads and writes each
     write_mib: int = 8
     path: str | None = None
+    plain: bool = False  # ours over plaintext nbd:// (separates TLS's cost from the path's)
     qemu_nbd: str | None = None
     countdown: int = 1
     timeout: float = 420.0
@@ -204,7 +205,8 @@ def one_boot(opts: BoardBenchOptions, variant: str, work: Path, script: str,
 
     root = root_copy(opts.out, work / "root.raw", script)
     key = generate_key()
-    psk = make_psk(work / "tls", IDENTITY, key) if variant == OURS else None
+    tls = variant == OURS and not opts.plain
+    psk = make_psk(work / "tls", IDENTITY, key) if tls else None
     try:
         server = start_qemu_nbd(root, work / "qemu-nbd", export=EXPORT, psk_file=psk,
                                 binary=opts.qemu_nbd)
@@ -228,7 +230,8 @@ def _argv(opts: BoardBenchOptions, variant: str, work: Path, port: int, key: byt
     if variant == BASELINE:
         return qemu_argv(SABRELITE, opts.out, append=f"nbdroot={GUEST_HOST}:{port}/{EXPORT}",
                          initrd=str(opts.out / BASELINE_INITRD))
-    settings = settings_for(guest_uri(port), key, opts.countdown)
+    uri = f"nbd://{GUEST_HOST}:{port}/{EXPORT}" if opts.plain else guest_uri(port)
+    settings = settings_for(uri, key, opts.countdown)
     if opts.path is not None:
         settings[PATH_SETTING] = opts.path
     return boot_argv(opts.out, board_initrd(opts.out, work, settings, epoch))

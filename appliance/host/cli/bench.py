@@ -58,6 +58,8 @@ def register_board(sub: Any) -> None:
                     help="artefacts (default ./out; built if needed)")
     bd.add_argument("--path", help="the data path of ours (the board's nbd.path setting; "
                     "default: the agent's own default)")
+    bd.add_argument("--plain", action="store_true", help="ours over plaintext nbd:// too "
+                    "(separates TLS's cost from the data path's)")
     bd.add_argument("--read-mib", type=int, default=32, choices=range(1, 101), metavar="MIB",
                     help="MiB read with dd bs=1M (default 32)")
     bd.add_argument("--requests", type=int, default=256, choices=range(1, 4097), metavar="N",
@@ -157,11 +159,12 @@ def cmd_board(args: argparse.Namespace) -> int:
 
     opts = BoardBenchOptions(out=args.out, boots=args.boots, read_mib=args.read_mib,
                              requests=args.requests, write_mib=args.write_mib, path=args.path,
+                             plain=args.plain,
                              qemu_nbd=args.qemu_nbd, keep=args.keep)
     before = load_average()
     with signals_raise():  # SIGTERM/SIGHUP unwind too: qemu-nbd and QEMU are ended by PID
         runs = bench(opts, report_line)
-    label = f"ours ({args.path or 'default path'}, TLS-PSK)"
+    label = f"ours ({args.path or 'default path'}, {'plaintext' if args.plain else 'TLS-PSK'})"
     for line in table(runs, label):
         print(line)
     print(f"host load average (1/5/15 min): {before} before, {load_average()} after")
