@@ -232,6 +232,8 @@ def _argv(opts: BoardBenchOptions, variant: str, work: Path, port: int, key: byt
                          initrd=str(opts.out / BASELINE_INITRD))
     uri = f"nbd://{GUEST_HOST}:{port}/{EXPORT}" if opts.plain else guest_uri(port)
     settings = settings_for(uri, key, opts.countdown)
+    if opts.plain:  # a key makes the agent ask for TLS
+        del settings["psk.identity"], settings["psk.key"]
     if opts.path is not None:
         settings[PATH_SETTING] = opts.path
     return boot_argv(opts.out, board_initrd(opts.out, work, settings, epoch))

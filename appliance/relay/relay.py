@@ -107,7 +107,7 @@ READ_BURST = 64              # recv calls per readiness event before serving the
 # the server's maximum block size does not allow.
 KERNEL_MAX_PAYLOAD = MAX_SIMPLE_LENGTH
 _EV_R, _EV_W = selectors.EVENT_READ, selectors.EVENT_WRITE
-_TICK = Tick()  # immutable: one for every loop turn
+_TICK = Tick()  # immutable: one for every tick
 
 
 def _keepalive(sock: socket.socket) -> None:
@@ -219,6 +219,7 @@ class Relay:
         self._up_out = _Out()
         self._up: socket.socket | None = None
         self._up_tcp = False  # the server connection is TCP: acknowledge reads at once
+        self._up_ssl = False  # ... and TLS: OpenSSL may hold decrypted bytes
         self._offered: socket.socket | None = None  # the connection being offered to the core
         self._up_want_write_on_read = False
         self._kernel_eof = False
@@ -267,8 +268,13 @@ class Relay:
         core = self.core
         return core.state is RelayState.DONE and (not self._k_out.size or core.gave_up)
 
+    def _tls_pending(self) -> bool:
+        """Decrypted bytes wait inside OpenSSL (select cannot see them)."""
+        up = self._up
+        return self._up_ssl and up is not None and bool(up.pending())  # type: ignore[attr-defined]
+
     def _timeout(self) -> float | None:
-        if isinstance(self._up, ssl.SSLSocket) and self._up.pending():
+        if self._tls_pending():
             return 0.0  # decrypted bytes wait inside OpenSSL: select cannot see them
         return self.core.timeout(time.monotonic())
 
@@ -286,9 +292,11 @@ class Relay:
                     self._read_up()
             elif key.data == "wake":
                 self._on_wake()
-        if isinstance(self._up, ssl.SSLSocket) and self._up.pending():
+        if self._tls_pending():
             self._read_up()
-        self._do(self.core.handle(_TICK, time.monotonic()))
+        now = time.monotonic()
+        if self.core.timeout(now) == 0.0:  # a Tick matters only once the core says it is due
+            self._do(self.core.handle(_TICK, now))
         self._flush_kernel()
         self._interest()
 
@@ -391,6 +399,7 @@ class Relay:
         sock.setblocking(False)
         self._up = sock
         self._up_tcp = _is_tcp(sock)
+        self._up_ssl = isinstance(sock, ssl.SSLSocket)
         self._up_out.clear()
         self._sel.register(sock, _EV_R, "up")
         self._up_mask = _EV_R
@@ -444,7 +453,7 @@ class Relay:
             self._do(core.handle(ServerData(self._rview[:n]), time.monotonic()))
             if self._up is None:
                 return
-            if not core.pending and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            if not core.pending and not self._tls_pending():
                 break  # every reply is in: no read that would only say EAGAIN
             # No break on a short read: a TLS read returns one record (16 KiB) at a time;
             # reading until EAGAIN saves a select() per record.
