@@ -162,6 +162,18 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def server_version(binary: str | None) -> str:
+    """The first line of ``qemu-nbd --version`` (the server of both variants)."""
+    from appliance.host.servers import require
+
+    try:
+        r = subprocess.run([binary or require("qemu-nbd"), "--version"], capture_output=True,
+                           text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError, ApplianceError) as exc:
+        return f"qemu-nbd (version unknown: {exc})"
+    return r.stdout.splitlines()[0] if r.stdout else "qemu-nbd"
+
+
 def bench(opts: BoardBenchOptions, report: Reporter) -> list[BootRun]:
     """Build (cached), then boot ours and the baseline alternately ``opts.boots`` times."""
     from image.build import Options, build

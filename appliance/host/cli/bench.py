@@ -153,7 +153,12 @@ def cmd_storm(args: argparse.Namespace) -> int:
 
 def cmd_board(args: argparse.Namespace) -> int:
     """Handler of ``appliance bench board``."""
-    from appliance.host.bench_board import BoardBenchOptions, bench, load_average
+    from appliance.host.bench_board import (
+        BoardBenchOptions,
+        bench,
+        load_average,
+        server_version,
+    )
     from appliance.host.bench_figures import table
     from appliance.host.children import signals_raise
 
@@ -167,7 +172,8 @@ def cmd_board(args: argparse.Namespace) -> int:
     label = f"ours ({args.path or 'default path'}, {'plaintext' if args.plain else 'TLS-PSK'})"
     for line in table(runs, label):
         print(line)
-    print(f"host load average (1/5/15 min): {before} before, {load_average()} after")
+    print(f"server: {server_version(args.qemu_nbd)}; host load average (1/5/15 min): "
+          f"{before} before, {load_average()} after")
     return 0
 
 
