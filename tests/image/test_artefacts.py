@@ -148,3 +148,21 @@ def test_rootfs_is_debian_with_busybox_init_autologin_and_agent(image_dir: Path)
     for path in ("/usr/bin/python3.13", "/usr/lib/python3/dist-packages/appliance/__init__.py",
                  "/usr/local/bin/appliance", "/usr/sbin/agetty", "/etc/init.d/rcS"):
         assert "Type: regular" in debugfs(rootfs, f"stat {path}"), path
+
+
+def test_baseline_initramfs_is_debian_nbd_client_with_the_reference_init(
+        image_dir: Path, initramfs: dict[str, newc.Entry]) -> None:
+    """The anchor of ``appliance bench board``: busybox, nbd-client, the same modules."""
+    from image.baseline import BASELINE, INIT
+
+    baseline = {e.name: e for e in newc.read_gz(image_dir / BASELINE)}
+    assert baseline["init"].data == INIT.read_bytes()
+    assert baseline["init"].mode & 0o111
+    nbd_client = baseline["usr/sbin/nbd-client"].data
+    assert nbd_client[:4] == b"\x7fELF"
+    assert not any(name.startswith("usr/lib/python3") for name in baseline)
+    assert baseline["etc/appliance/modules.load"].data == \
+        initramfs["etc/appliance/modules.load"].data
+    ours = {n for n in initramfs if n.startswith("usr/lib/modules/")}
+    assert ours == {n for n in baseline if n.startswith("usr/lib/modules/")}
+    assert (image_dir / BASELINE).stat().st_size < (image_dir / "initramfs.cpio.gz").stat().st_size
