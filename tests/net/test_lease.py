@@ -1,14 +1,20 @@
 """Lease renewal against real dnsmasq on a 2-minute lease, in namespaces this test makes.
 
 ``appliance net up --dhcp`` configures eth0, then ``appliance net keep-lease --rounds 2``
-renews at T1 (60 s) twice.  dnsmasq's log must show the renewals for the same address,
-its lease file's expiry must move forward and always lie ahead, and eth0 must keep its
-address throughout (sampled every second).
+starts the lease keeper exactly as the boot does (:func:`appliance.net.keeper.start`: a
+forked process marked '@', DHCP over its own socket, state in RUN_DIR/lease.json), which
+renews at T1 (60 s) twice, unicast (RENEWING).  dnsmasq's log must show the renewals for
+the same address, its lease file's expiry must move forward and always lie ahead, eth0
+must keep its address throughout (sampled every second), and the keeper must run with
+'@' argv[0] and report its renewals in its state file.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.figures import figure
 from tests.net.conftest import Dnsmasq, Veth
 
 pytestmark = pytest.mark.slow
@@ -43,13 +50,26 @@ def test_lease_is_renewed_before_expiry_and_never_lapses(
     address = re.search(r"eth0: ([\d.]+)/", up.stdout)
     assert address, up.stdout
     ip = address.group(1)
-    leases = tmp_path / "leases"
+    leases, run_dir = tmp_path / "leases", tmp_path / "run"
     argv = ["ip", "netns", "exec", veth.client, sys.executable, "-m", "appliance", "net",
-            "keep-lease", "--iface", "eth0", "--rounds", "2"]
+            "keep-lease", "--iface", "eth0", "--rounds", "2", "--run-dir", str(run_dir)]
     keeper = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
     expiries: set[int] = set()
+    states: list[dict[str, object]] = []
+    pid, out = 0, ""
     try:
+        assert keeper.stdout is not None
+        started = None
+        for _ in range(10):  # the first lease, hygiene warnings, then the ready line
+            line = keeper.stdout.readline()
+            out += line
+            if started := re.search(r"lease keeper for .* \(pid (\d+)\)$", line.strip()):
+                break
+        assert started, out
+        pid = int(started.group(1))
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        assert argv0.startswith(b"@"), argv0  # spared by systemd's killing sprees
         deadline = time.monotonic() + 2 * LEASE_S / 2 + 60
         while keeper.poll() is None:
             assert time.monotonic() < deadline, "keep-lease did not finish two renewals"
@@ -57,8 +77,9 @@ def test_lease_is_renewed_before_expiry_and_never_lapses(
             expiry = lease_expiry(leases)
             assert expiry is not None and expiry > time.time(), "the lease lapsed"
             expiries.add(expiry)
+            states.append(json.loads((run_dir / "lease.json").read_text()))
             time.sleep(1.0)
-        out = keeper.communicate(timeout=10)[0]
+        out += keeper.communicate(timeout=10)[0]
         final = lease_expiry(leases)  # the last renewal, which ended keep-lease
         assert final is not None and final > time.time(), "the lease lapsed"
         expiries.add(final)
@@ -66,8 +87,22 @@ def test_lease_is_renewed_before_expiry_and_never_lapses(
         if keeper.poll() is None:
             keeper.kill()
             keeper.wait(10)
+        if pid and Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)  # the keeper is our grandchild, in its own session
     assert keeper.returncode == 0, out
-    assert len(re.findall(rf"lease of {re.escape(ip)}/\d+ renewed for {LEASE_S} s", out)) == 2, out
+    renewed = rf"lease of {re.escape(ip)}/\d+ renewed for {LEASE_S} s \(renewing, server "
+    assert len(re.findall(renewed, out)) == 2, out  # at T1, unicast: no rebinding needed
+    final_state = json.loads((run_dir / "lease.json").read_text())
+    assert final_state["renewals"] == 2 and final_state["state"] == "bound"
+    assert final_state["address"].startswith(ip + "/") and final_state["pid"] == pid
+    assert {s["renewals"] for s in states} >= {0, 1}
+    assert all(float(str(s["expires"])) > float(str(s["updated"])) for s in states)
+    first = float(str(states[0]["updated"]))
+    renewed_at = sorted({float(str(s["last_renewal"])) - first
+                         for s in [*states, final_state] if s["last_renewal"]})
+    figure(f"lease keeper, {LEASE_S} s dnsmasq lease: renewals at "
+           f"{', '.join(f'{t:.1f}' for t in renewed_at)} s after the keeper started (T1 = "
+           f"{LEASE_S // 2} s)")
     acks = re.findall(rf"DHCPACK\(srv0\) {re.escape(ip)} ", dnsmasq.text())
     assert len(acks) >= 4, dnsmasq.text()[-3000:]  # net up, keep-lease's first, 2 renewals
     assert len(expiries) >= 3 and max(expiries) - min(expiries) >= LEASE_S // 2 - 10
