@@ -277,8 +277,10 @@ def _keep_lease(iface: str, cfg: IPv4Config) -> str:
     """Start the lease keeper; a failure is reported (the lease then ends unrenewed)."""
     from appliance.net.keeper import start
 
+    began = time.monotonic()
     try:
-        return start(iface, cfg)[1]
+        line = start(iface, cfg)[1]
+        return f"{line}, started in {time.monotonic() - began:.1f} s"
     except ApplianceError as exc:
         log.error("no lease keeper: %s", exc)
         return f"LEASE NOT KEPT ({exc})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from pathlib import Path
 
 from appliance.net import dhcpwire as w
 from appliance.net.lease import MIN_RETRY_S, Keeper, Lease, Send, State
@@ -131,3 +132,27 @@ def test_renew_now_starts_a_renewal_only_when_bound() -> None:
     retransmit = k.wake_at()
     k.renew_now(11.0)  # already renewing: its schedule stands
     assert k.wake_at() == retransmit
+
+
+def test_status_shows_the_keepers_state_and_whether_it_lives(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from appliance.status import lease
+
+    assert lease(tmp_path) is None  # a static address: no keeper, no line
+    state = {"iface": "eth0", "pid": os.getpid(), "state": "bound", "address": str(ADDR),
+             "server": str(SERVER), "lease_s": 86400, "renewals": 2, "last_renewal": 990.0,
+             "expires": 87390.0, "warning": None}
+    (tmp_path / "run/nbdroot").mkdir(parents=True)
+    (tmp_path / "run/nbdroot/lease.json").write_text(json.dumps(state))
+    (tmp_path / f"proc/{os.getpid()}").mkdir(parents=True)
+    (tmp_path / f"proc/{os.getpid()}/cmdline").write_bytes(b"@usr/bin/python3\0-m\0")
+    st = lease(tmp_path)
+    assert st is not None and st.alive
+    assert st.line(1000.0) == (f"nbdroot-lease: eth0 10.0.2.15/24 state=bound keeper=alive "
+                               f"pid={os.getpid()} argv0=@usr/bin/python3 server=10.0.2.2 "
+                               "lease=86400s renewals=2 last-renewal=10s-ago "
+                               "expires-in=86390s")
+    (tmp_path / f"proc/{os.getpid()}/cmdline").unlink()
+    assert lease(tmp_path) is not None and "keeper=dead" in lease(tmp_path).line(0)  # type: ignore[union-attr]
