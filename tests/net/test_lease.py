@@ -42,6 +42,34 @@ def lease_expiry(leases: Path) -> int | None:
     return int(fields[0]) if fields else None
 
 
+def start_keeper(veth: Veth, run_dir: Path,
+                 rounds: int) -> tuple[subprocess.Popen[str], int, str]:
+    """``appliance net keep-lease`` in the client namespace: (the CLI, the keeper's pid,
+    the output up to its ready line)."""
+    argv = ["ip", "netns", "exec", veth.client, sys.executable, "-m", "appliance", "net",
+            "keep-lease", "--iface", "eth0", "--rounds", str(rounds), "--run-dir", str(run_dir)]
+    cli = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert cli.stdout is not None
+    out = ""
+    for _ in range(10):  # the first lease, hygiene warnings, then the ready line
+        line = cli.stdout.readline()
+        out += line
+        if started := re.search(r"lease keeper for .* \(pid (\d+)\)$", line.strip()):
+            return cli, int(started.group(1)), out
+    cli.kill()
+    cli.wait(10)
+    raise AssertionError(f"no lease keeper started: {out}")
+
+
+def end(cli: subprocess.Popen[str], pid: int) -> None:
+    """End the CLI and the keeper (our grandchild, in its own session) by PID."""
+    if cli.poll() is None:
+        cli.kill()
+        cli.wait(10)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("dnsmasq", ["2m"], indirect=True)
 def test_lease_is_renewed_before_expiry_and_never_lapses(
         veth: Veth, dnsmasq: Dnsmasq, tmp_path: Path) -> None:
@@ -51,23 +79,10 @@ def test_lease_is_renewed_before_expiry_and_never_lapses(
     assert address, up.stdout
     ip = address.group(1)
     leases, run_dir = tmp_path / "leases", tmp_path / "run"
-    argv = ["ip", "netns", "exec", veth.client, sys.executable, "-m", "appliance", "net",
-            "keep-lease", "--iface", "eth0", "--rounds", "2", "--run-dir", str(run_dir)]
-    keeper = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+    keeper, pid, out = start_keeper(veth, run_dir, 2)
     expiries: set[int] = set()
     states: list[dict[str, object]] = []
-    pid, out = 0, ""
     try:
-        assert keeper.stdout is not None
-        started = None
-        for _ in range(10):  # the first lease, hygiene warnings, then the ready line
-            line = keeper.stdout.readline()
-            out += line
-            if started := re.search(r"lease keeper for .* \(pid (\d+)\)$", line.strip()):
-                break
-        assert started, out
-        pid = int(started.group(1))
         argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
         assert argv0.startswith(b"@"), argv0  # spared by systemd's killing sprees
         deadline = time.monotonic() + 2 * LEASE_S / 2 + 60
@@ -84,11 +99,7 @@ def test_lease_is_renewed_before_expiry_and_never_lapses(
         assert final is not None and final > time.time(), "the lease lapsed"
         expiries.add(final)
     finally:
-        if keeper.poll() is None:
-            keeper.kill()
-            keeper.wait(10)
-        if pid and Path(f"/proc/{pid}").exists():
-            os.kill(pid, signal.SIGKILL)  # the keeper is our grandchild, in its own session
+        end(keeper, pid)
     assert keeper.returncode == 0, out
     renewed = rf"lease of {re.escape(ip)}/\d+ renewed for {LEASE_S} s \(renewing, server "
     assert len(re.findall(renewed, out)) == 2, out  # at T1, unicast: no rebinding needed
@@ -107,3 +118,34 @@ def test_lease_is_renewed_before_expiry_and_never_lapses(
     assert len(acks) >= 4, dnsmasq.text()[-3000:]  # net up, keep-lease's first, 2 renewals
     assert len(expiries) >= 3 and max(expiries) - min(expiries) >= LEASE_S // 2 - 10
     assert ip in eth0_addresses(veth)
+
+
+@pytest.mark.parametrize("dnsmasq", ["2m"], indirect=True)
+def test_an_unreachable_server_is_rebound_by_broadcast_at_t2(
+        veth: Veth, dnsmasq: Dnsmasq, tmp_path: Path) -> None:
+    """Unicast to the server is made to go nowhere (a permanent neighbour entry giving the
+    server's address a MAC nobody has, in the client's namespace): the renewal at T1 gets
+    no answer, the keeper goes on rebinding at T2 by broadcast, which dnsmasq answers,
+    before the lease expires."""
+    up = veth.run("net", "up", "--dhcp", "--root", str(veth.root))
+    assert up.returncode == 0, up.stderr
+    address = re.search(r"eth0: ([\d.]+)/", up.stdout)
+    assert address, up.stdout
+    ip = address.group(1)
+    subprocess.run(["ip", "-n", veth.client, "neigh", "replace", f"{veth.subnet}.1", "lladdr",
+                    "02:00:00:00:00:01", "dev", "eth0", "nud", "permanent"], check=True,
+                   timeout=30)
+    started = time.monotonic()
+    cli, pid, out = start_keeper(veth, tmp_path / "run", 1)
+    try:
+        out += cli.communicate(timeout=LEASE_S + 60)[0]
+    finally:
+        end(cli, pid)
+    took = time.monotonic() - started
+    assert cli.returncode == 0, out
+    assert "(renewing, " not in out, out
+    assert re.search(rf"lease of {re.escape(ip)}/\d+ renewed for {LEASE_S} s \(rebinding, ", out)
+    assert LEASE_S / 2 < took < LEASE_S, f"rebound after {took:.0f} s, not between T1 and expiry"
+    assert ip in eth0_addresses(veth)
+    figure(f"lease keeper, {LEASE_S} s lease, server unreachable by unicast: rebound by "
+           f"broadcast {took:.1f} s after the keeper started (T2 = 7/8 lease)")
