@@ -52,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Get a DHCP lease (the address is not applied; `net up` does that) and "
         "start the lease keeper the boot starts: a '@' process renewing it at T1 (unicast), "
         "rebinding at T2 (broadcast) and asking for the same address again if it lapses, "
-        "never removing it; its state goes to RUN_DIR/lease.json (`appliance status`).")
+        "never removing it; its state goes to RUN_DIR/lease.json (`appliance status`). "
+        "The keeper runs in its own session, as at boot: Ctrl-C here leaves it running; "
+        "stop it with kill PID (the pid is printed), renew at once with kill -USR1 PID.")
     k.add_argument("--iface", default="eth0", help="interface (default: eth0)")
     k.add_argument("--dhcp-timeout", type=float, default=30.0, metavar="S",
                    help="first lease within S seconds (default 30)")

@@ -37,6 +37,7 @@ while [ "$i" -lt 90 ] && ! grep -q '"renewals": 1' /run/nbdroot/lease.json; do
 done
 /usr/local/bin/appliance status >/dev/null 2>&1  # (first run warms the page cache)
 /usr/local/bin/appliance status | grep nbdroot-lease
+echo "lease-test: keeper $(grep VmRSS /proc/$pid/status)"
 echo "lease-test: done"
 """
 LEASE = (r"nbdroot-lease: eth0 10\.0\.2\.15/24 state=bound keeper=alive pid=(\d+) "
@@ -79,6 +80,7 @@ def test_the_lease_keeper_survives_switch_root_marked_and_renews(
         assert int(renewed.group(1)) == lease_s
         assert int(renewed.group(2)) == lease_s // 2  # T1 again
         after = board.expect(LEASE, 180)
+        rss = board.expect(r"lease-test: keeper VmRSS:\s+(\d+) kB\r?\n", 60)
         board.expect(r"lease-test: done\r?\n", 60)
     finally:
         board.stop()
@@ -86,5 +88,8 @@ def test_the_lease_keeper_survives_switch_root_marked_and_renews(
     assert int(after.group(1)) == pid and after.group(4) == b"1", after.group(0)
     assert re.fullmatch(rb"\d+s-ago", after.group(5))
     assert "LEASE NOT KEPT" not in board.output and "I/O error" not in board.output
+    started = re.search(r"lease keeper for .*, started in ([\d.]+) s", board.output)
+    assert started, board.tail()
     figure(f"boot to NBD root with the lease keeper (QEMU start to status line): {booted:.1f} s;"
-           f" SIGUSR1 to renewed lease on QEMU's DHCP after switch_root: {renewal_s:.1f} s")
+           f" keeper started in {started.group(1)} s, RSS {int(rss.group(1)) // 1024} MiB; "
+           f"SIGUSR1 to renewed lease on QEMU's DHCP after switch_root: {renewal_s:.1f} s")

@@ -141,7 +141,10 @@ def _replicas(fleet: Any, addresses: list[str], forget: bool) -> None:
     if forget or addresses:
         found = []
         for text in addresses:
-            host, port = parse_listen(text)
+            try:
+                host, port = parse_listen(text)
+            except UsageError as exc:
+                raise UsageError(str(exc).replace("--listen:", "fleet replicas:")) from None
             found.append(Listen(host, port if port is not None else fleet.listen.port))
         if fleet.listen in found:
             raise UsageError("fleet replicas: this fleet's own address is not a replica")
@@ -151,7 +154,8 @@ def _replicas(fleet: Any, addresses: list[str], forget: bool) -> None:
         print("no replicas: overlay boards are served from "
               f"{fleet.listen.host}:{fleet.listen.port}+N only")
     for r in shown:
-        print(f"replica {r.host}:{r.port}+N (appliance serve on a copy of {fleet.root})")
+        host = f"[{r.host}]" if ":" in r.host else r.host
+        print(f"replica {host}:{r.port}+N (appliance serve on a copy of {fleet.root})")
 
 
 def cmd_golden(args: argparse.Namespace) -> int:
