@@ -19,7 +19,6 @@ SIGUSR1 makes it renew at once (udhcpc's convention).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import select
@@ -32,10 +31,8 @@ from pathlib import Path
 
 from appliance.errors import NetworkError
 from appliance.net import dhcpwire
-from appliance.net.lease import Keeper, Lease, State
+from appliance.net.lease import MIN_RETRY_S, Keeper, Lease, State
 from appliance.net.static import IPv4Config
-
-log = logging.getLogger(__name__)
 
 RUN_DIR = Path("/run/nbdroot")
 STATE_FILE = "lease.json"
@@ -129,7 +126,12 @@ class Runner:
         """Forever, or until ``rounds`` renewals."""
         self.save()
         while rounds is None or self.keeper.renewals < rounds:
-            self.step()
+            try:
+                self.step()
+            except Exception as exc:  # the lease must outlive a keeper bug
+                self._error(f"unexpected {type(exc).__name__}: {exc}; going on")
+                self._close()
+                time.sleep(MIN_RETRY_S)
         self._close()
 
     def step(self) -> None:
