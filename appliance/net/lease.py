@@ -10,14 +10,18 @@ States and what each sends:
 * ``RENEWING``   -- DHCPREQUEST unicast to the server that granted the lease (ciaddr set),
                     retransmitted at half the time left until T2 (option 59, else 7/8);
 * ``REBINDING``  -- the same, broadcast, at half the time left until expiry;
-* ``INIT``       -- the lease expired or a server said DHCPNAK: DHCPDISCOVER asking for
-                    the same address (option 50), backing off 4 s .. 64 s;
+* ``INIT``       -- the lease expired or a server said DHCPNAK: INIT-REBOOT's broadcast
+                    DHCPREQUEST for the same address (option 50; a server that knows
+                    the lease, or an authoritative one, ACKs it) and a DHCPDISCOVER
+                    asking for it, backing off 4 s .. 64 s;
 * ``REQUESTING`` -- an offer for that address came: DHCPREQUEST naming its server.
 
 One deliberate departure from RFC 2131: on expiry or DHCPNAK the address is **not**
 removed from the interface.  The root disk's TCP connection uses it; dropping it would
 kill the board.  An offer or ACK for a different address is refused and reported loudly
 (an ``ADDRESS CHANGE`` line) instead: that needs a fixed reservation on the DHCP server.
+(A server that pings an address before offering it, as dnsmasq does, sees the held
+address answer and offers another one: measured in tests/net/test_lease.py.)
 """
 
 from __future__ import annotations
@@ -136,7 +140,7 @@ class Keeper:
             self._enter(State.REBINDING)
         if self.state is State.REBINDING and now >= self.lease.expires_at:
             self._lost(f"the lease of {self.lease.address} expired unrenewed")
-        return [self._transmit(now)]
+        return self._transmit(now)
 
     def receive(self, data: bytes, now: float) -> list[Send]:
         """A datagram from the server port; what to send in reply (if anything)."""
@@ -145,17 +149,23 @@ class Keeper:
                 or msg.chaddr != self.mac or self.state is State.BOUND):
             return []
         server = msg.address_option(w.OPT_SERVER_ID)
-        if msg.type == w.DHCPNAK and self.state is not State.INIT:
-            self._lost(f"server {server or '?'} refused the lease of {self.ip} (DHCPNAK)")
-            return [self._transmit(now)]
+        if msg.type == w.DHCPNAK:
+            why = f"server {server or '?'} refused the lease of {self.ip} (DHCPNAK)"
+            if self.state is not State.INIT:
+                self._lost(why)
+                return self._transmit(now)
+            if why != self.warning:  # refused our INIT-REBOOT request: keep discovering
+                self.warning = why
+                self._report(f"{why}; still asking ({self.ip} stays on {self.iface})")
+            return []
         if msg.yiaddr != self.ip and msg.type in (w.DHCPOFFER, w.DHCPACK):
             self._address_change(msg.yiaddr, server)
             return []
         if msg.type == w.DHCPOFFER and self.state is State.INIT:
             self._offer_server = server
             self._enter(State.REQUESTING, new_xid=False)
-            return [self._transmit(now)]
-        if msg.type == w.DHCPACK and self.state is not State.INIT:
+            return self._transmit(now)
+        if msg.type == w.DHCPACK:
             self._bound(msg, server, now)
         return []
 
@@ -186,11 +196,13 @@ class Keeper:
 
     def _enter(self, state: State, *, new_xid: bool = True) -> None:
         self.state, self._attempt = state, 0
+        if state is State.INIT:
+            self._offer_server = None
         if new_xid:
             self._xid = self._new_xid() & 0xFFFFFFFF
 
-    def _transmit(self, now: float) -> Send:
-        """The current state's datagram; schedules its retransmission."""
+    def _transmit(self, now: float) -> list[Send]:
+        """The current state's datagrams; schedules their retransmission."""
         if self.state is State.REQUESTING and self._attempt >= 3:
             self._enter(State.INIT)  # the offering server went quiet: discover again
         s, lease = self.state, self.lease
@@ -201,12 +213,13 @@ class Keeper:
         else:
             self._next = now + INIT_BACKOFF.delay(self._attempt)
         self._attempt += 1
-        if s is State.INIT:
-            return Send(self._message(w.DHCPDISCOVER, requested=True), None)
+        if s is State.INIT:  # INIT-REBOOT's request, and a discover for the same address
+            return [Send(self._message(w.DHCPREQUEST, requested=True), None),
+                    Send(self._message(w.DHCPDISCOVER, requested=True), None)]
         if s is State.REQUESTING:
-            return Send(self._message(w.DHCPREQUEST, requested=True), None)
+            return [Send(self._message(w.DHCPREQUEST, requested=True), None)]
         to = lease.server if s is State.RENEWING else None
-        return Send(self._message(w.DHCPREQUEST, ciaddr=self.ip), to)
+        return [Send(self._message(w.DHCPREQUEST, ciaddr=self.ip), to)]
 
     def _message(self, kind: int, *, ciaddr: ipaddress.IPv4Address = w.ZERO,
                  requested: bool = False) -> bytes:

@@ -149,3 +149,47 @@ def test_an_unreachable_server_is_rebound_by_broadcast_at_t2(
     assert ip in eth0_addresses(veth)
     figure(f"lease keeper, {LEASE_S} s lease, server unreachable by unicast: rebound by "
            f"broadcast {took:.1f} s after the keeper started (T2 = 7/8 lease)")
+
+
+@pytest.mark.parametrize("dnsmasq", ["2m,authoritative"], indirect=True)
+def test_a_lapsed_lease_is_acquired_again_and_the_address_never_leaves(
+        veth: Veth, dnsmasq: Dnsmasq, tmp_path: Path) -> None:
+    """dnsmasq is stopped (SIGSTOP) past the lease's expiry: renewing and rebinding get no
+    answer, the lease lapses, eth0 keeps its address all along, and once dnsmasq runs
+    again the keeper's INIT-REBOOT request for the same address is granted.
+
+    dnsmasq is authoritative here (``--dhcp-authoritative``, as the only DHCP server of a
+    network usually is): a non-authoritative one ignores requests for leases it has
+    dropped, and offers a discover another address, since the held one answers its ping
+    (measured: the keeper refuses it with an ADDRESS CHANGE line and keeps asking)."""
+    up = veth.run("net", "up", "--dhcp", "--root", str(veth.root))
+    assert up.returncode == 0, up.stderr
+    address = re.search(r"eth0: ([\d.]+)/", up.stdout)
+    assert address, up.stdout
+    ip = address.group(1)
+    started = time.monotonic()
+    cli, pid, out = start_keeper(veth, tmp_path / "run", 1)
+    os.kill(dnsmasq.proc.pid, signal.SIGSTOP)
+    stopped = True
+    try:
+        while cli.poll() is None and time.monotonic() - started < LEASE_S + 120:
+            assert ip in eth0_addresses(veth)
+            if stopped and time.monotonic() - started > LEASE_S + 5:
+                os.kill(dnsmasq.proc.pid, signal.SIGCONT)
+                stopped = False
+            time.sleep(1.0)
+    finally:
+        if stopped:
+            os.kill(dnsmasq.proc.pid, signal.SIGCONT)
+        end(cli, pid)
+        out += cli.communicate(timeout=10)[0]
+    assert cli.returncode == 0, f"no lease after the lapse: {out}\n{dnsmasq.text()[-3000:]}"
+    took = time.monotonic() - started
+    assert cli.returncode == 0, out
+    assert re.search(rf"eth0: the lease of {re.escape(ip)}/\d+ expired unrenewed; asking for "
+                     rf"it again \({re.escape(ip)} stays on eth0", out), out
+    assert re.search(rf"lease of {re.escape(ip)}/\d+ renewed for {LEASE_S} s \(init, ",
+                     out), out
+    assert ip in eth0_addresses(veth)
+    figure(f"lease keeper, {LEASE_S} s lease, server stopped {LEASE_S + 5} s: the lapsed "
+           f"lease was granted again {took:.1f} s after the keeper started, the address kept")

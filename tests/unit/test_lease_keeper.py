@@ -45,6 +45,19 @@ def sent(sends: list[Send]) -> tuple[w.Message, Send]:
     return msg, sends[0]
 
 
+def sent_init(sends: list[Send]) -> tuple[w.Message, Send]:
+    """INIT's pair: INIT-REBOOT's request for the address, then a discover asking for it."""
+    assert len(sends) == 2
+    request, send = sent(sends[:1])
+    discover, _ = sent(sends[1:])
+    for msg in (request, discover):
+        assert msg.flags == w.FLAG_BROADCAST and msg.ciaddr == w.ZERO
+        assert msg.options[w.OPT_REQUESTED_IP] == ADDR.ip.packed
+    assert request.type == w.DHCPREQUEST and w.OPT_SERVER_ID not in request.options
+    assert discover.type == w.DHCPDISCOVER and sends[1].to is None and send.to is None
+    return discover, sends[1]
+
+
 def test_nothing_is_sent_before_t1_then_a_unicast_renewal_extends_the_lease() -> None:
     k = keeper()
     assert k.wake_at() == LEASE_S / 2
@@ -72,10 +85,11 @@ def test_silence_goes_renewing_then_rebinding_broadcast_then_rediscovers_the_add
     assert k.state is State.REBINDING and send.to is None and k.wake_at() <= LEASE_S
     assert again.ciaddr == ADDR.ip and again.xid != first.xid
     while k.state is State.REBINDING:
-        msg, send = sent(k.timer(k.wake_at()))
+        sends = k.timer(k.wake_at())
+        if k.state is State.REBINDING:
+            sent(sends)
     assert k.state is State.INIT and k.wake_at() >= LEASE_S
-    assert msg.type == w.DHCPDISCOVER and msg.flags == w.FLAG_BROADCAST
-    assert msg.options[w.OPT_REQUESTED_IP] == ADDR.ip.packed
+    _, send = sent_init(sends)
     assert any("expired unrenewed" in r and "stays on eth0" in r for r in k.take_reports())
     assert k.warning and "expired" in k.warning
     req, send = sent(k.receive(reply(send, w.DHCPOFFER), 121.0))
@@ -89,9 +103,13 @@ def test_silence_goes_renewing_then_rebinding_broadcast_then_rediscovers_the_add
 def test_a_nak_sends_the_keeper_back_to_discovering_its_address() -> None:
     k = keeper()
     _, send = sent(k.timer(60.0))
-    msg, _ = sent(k.receive(reply(send, w.DHCPNAK), 60.5))
-    assert k.state is State.INIT and msg.type == w.DHCPDISCOVER
+    _, send = sent_init(k.receive(reply(send, w.DHCPNAK), 60.5))
+    assert k.state is State.INIT
     assert any("DHCPNAK" in r for r in k.take_reports())
+    assert k.receive(reply(send, w.DHCPNAK), 61.0) == []  # INIT-REBOOT refused: discover on
+    assert k.state is State.INIT and k.take_reports() == []  # (said once already)
+    k.receive(reply(send, w.DHCPACK, lease=LEASE_S), 62.0)  # another server ACKs it
+    assert k.state is State.BOUND and k.renewals == 1
 
 
 def test_an_other_address_is_refused_and_reported_loudly() -> None:
