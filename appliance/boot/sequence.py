@@ -4,7 +4,8 @@ Steps, each timed on the console (:mod:`appliance.boot.timeline`):
 
 1. config   -- load the stored settings; offer the console prompt (countdown);
 2. board    -- detect the board, ``modprobe`` the FEC's modules, check the PHY;
-3. network  -- link up, carrier, DHCP or the static address;
+3. network  -- link up, carrier, DHCP or the static address; a DHCP lease gets its
+               keeper ('@' process, :mod:`appliance.net.keeper`) renewing it from then on;
 4. server   -- wait until the NBD server answers over TLS-PSK (retrying with backoff:
                a wrong key or a server not started yet is reported, then retried);
 5. relay    -- ``appliance nbd attach`` in its own process ('@appliance-relay', memory
@@ -268,6 +269,21 @@ def _bring_up(tl: Timeline, boot: BootConfig) -> None:
     with tl.step("network") as step:
         result = net_up(boot.net_interface, network_config(boot))
         step.detail = f"{result.iface} {result.config.address}"
+        if boot.net_mode == "dhcp":  # a static address has no lease to keep
+            step.detail += "; " + _keep_lease(result.iface, result.config)
+
+
+def _keep_lease(iface: str, cfg: IPv4Config) -> str:
+    """Start the lease keeper; a failure is reported (the lease then ends unrenewed)."""
+    from appliance.net.keeper import start
+
+    began = time.monotonic()
+    try:
+        line = start(iface, cfg)[1]
+        return f"{line}, started in {time.monotonic() - began:.1f} s"
+    except ApplianceError as exc:
+        log.error("no lease keeper: %s", exc)
+        return f"LEASE NOT KEPT ({exc})"
 
 
 def _save(tl: Timeline) -> None:

@@ -87,9 +87,11 @@ class Dnsmasq:
 def dnsmasq(veth: Veth, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Dnsmasq]:
     """A DHCP-only dnsmasq on srv0 (DNS off: --port=0), stopped by PID afterwards.
 
-    Lease time 1h, or the test's indirect parameter (e.g. "2m").
+    Lease time 1h, or the test's indirect parameter (e.g. "2m"; "2m,authoritative" adds
+    --dhcp-authoritative: the only DHCP server of its network, it answers requests for
+    leases it does not know).
     """
-    lease_time = getattr(request, "param", "1h")
+    lease_time, _, flag = str(getattr(request, "param", "1h")).partition(",")
     veth.server_up()
     log = tmp_path / "dnsmasq.log"
     s = veth.subnet
@@ -97,7 +99,8 @@ def dnsmasq(veth: Veth, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
             "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0", "--user=root",
             "--interface=srv0", "--bind-interfaces", "--log-dhcp", "--log-facility=-",
             f"--dhcp-range={s}.50,{s}.60,255.255.255.0,{lease_time}", f"--dhcp-option=3,{s}.1",
-            f"--dhcp-option=6,{s}.1,{s}.2", f"--dhcp-leasefile={tmp_path / 'leases'}"]
+            f"--dhcp-option=6,{s}.1,{s}.2", f"--dhcp-leasefile={tmp_path / 'leases'}",
+            *(["--dhcp-authoritative"] if flag == "authoritative" else [])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
