@@ -8,7 +8,10 @@ Steps, each timed on the console (:mod:`appliance.boot.timeline`):
 4. server   -- wait until the NBD server answers over TLS-PSK (retrying with backoff:
                a wrong key or a server not started yet is reported, then retried);
 5. relay    -- ``appliance nbd attach`` in its own process ('@appliance-relay', memory
-               locked): /dev/nbd0 is served through the relay from now on;
+               locked): /dev/nbd0 is served through the relay from now on; with
+               ``nbd.path=ktls`` the kernel reads a kernel-TLS socket itself and the
+               process is only its supervisor (:mod:`appliance.ktls`), or, when the
+               kernel cannot offload TLS, the relay after all (the reason is printed);
 6. root     -- mount /dev/nbd0 on /newroot, move /dev /proc /sys /run into it;
 7. switch   -- exec ``switch_root /newroot INIT``: the relay keeps serving.
 
@@ -158,6 +161,52 @@ def start_relay(uri: str, boot: BootConfig, device: str) -> str:
     return f"{line} (relay pid {pid})"
 
 
+def start_ktls(uri: str, boot: BootConfig, device: str) -> str:
+    """Attach ``device`` to a kernel-TLS socket and fork its supervisor ('@', hardened).
+
+    The negotiation and NBD_CMD_CONNECT happen here, so a kernel that cannot take the
+    path raises KtlsUnavailable before anything is forked; the supervisor child inherits
+    the TLS context (the PSK is read now, before switch_root removes its file).
+    """
+    from appliance.daemon import fork_root_daemon, harden
+    from appliance.errors import KtlsUnavailable
+    from appliance.ktls.supervisor import Supervisor, attach_ktls
+    from appliance.nbd.uri import parse_uri
+    from appliance.relay import ReconnectPolicy
+
+    if len(uri.split()) > 1:
+        raise KtlsUnavailable("nbd.uri lists replicas; failover between them is the relay's")
+    policy = ReconnectPolicy(initial=boot.retry_backoff_initial,
+                             maximum=boot.retry_backoff_max, deadline=boot.retry_deadline)
+    att, session, opener = attach_ktls(parse_uri(uri), policy, device)
+
+    def serve(ready: Callable[[str], None]) -> None:
+        harden()
+        supervisor = Supervisor(att.index, session, opener, policy)
+        ready(f"{att.path}: attached ({session.info.size} bytes, "
+              f"{session.offload.describe()}); supervising")
+        supervisor.run()
+
+    try:
+        pid, line = fork_root_daemon(serve)
+    finally:
+        session.close()  # the supervisor has its own descriptor; the kernel its reference
+    return f"{line} (supervisor pid {pid})"
+
+
+def start_data_path(uri: str, boot: BootConfig, device: str, out: TextIO) -> str:
+    """The root disk's data path by ``nbd.path``; kTLS falls back to the relay, saying why."""
+    from appliance.errors import KtlsUnavailable
+
+    if boot.nbd_path == "ktls":
+        try:
+            return start_ktls(uri, boot, device)
+        except KtlsUnavailable as exc:
+            print(f"nbdroot: kTLS path unavailable: {exc}; using the relay", file=out,
+                  flush=True)
+    return start_relay(uri, boot, device)
+
+
 def wait_for_device(device: str, timeout: float = DEVICE_WAIT_S) -> None:
     """Wait until the kernel reports a non-zero size for ``device``."""
     size = Path("/sys/block") / Path(device).name / "size"
@@ -243,7 +292,7 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
         with tl.step("server") as step:
             step.detail = wait_for_server(uri, boot, out)
         with tl.step("relay") as step:
-            step.detail = start_relay(uri, boot, opts.device)
+            step.detail = start_data_path(uri, boot, opts.device, out)
             wait_for_device(opts.device)
         with tl.step("root") as step:
             mount_root(opts.device, opts.init, boot.root_mode, boot.root_overlay_size)
