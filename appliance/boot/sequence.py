@@ -162,15 +162,16 @@ def start_relay(uri: str, boot: BootConfig, device: str) -> str:
 
 
 def start_ktls(uri: str, boot: BootConfig, device: str) -> str:
-    """Attach ``device`` to a kernel-TLS socket and fork its supervisor ('@', hardened).
+    """Attach ``device`` to a kernel-TLS socket in a forked supervisor ('@', hardened).
 
-    The negotiation and NBD_CMD_CONNECT happen here, so a kernel that cannot take the
+    The negotiation and the offload check happen here, so a kernel that cannot take the
     path raises KtlsUnavailable before anything is forked; the supervisor child inherits
-    the TLS context (the PSK is read now, before switch_root removes its file).
+    the session and the TLS context (the PSK is read now, before switch_root removes its
+    file) and does NBD_CMD_CONNECT itself, so the kernel records its PID for the device.
     """
     from appliance.daemon import fork_root_daemon, harden
     from appliance.errors import KtlsUnavailable
-    from appliance.ktls.supervisor import Supervisor, attach_ktls
+    from appliance.ktls.supervisor import Supervisor, attach_session, open_first
     from appliance.nbd.uri import parse_uri
     from appliance.relay import ReconnectPolicy
 
@@ -178,10 +179,11 @@ def start_ktls(uri: str, boot: BootConfig, device: str) -> str:
         raise KtlsUnavailable("nbd.uri lists replicas; failover between them is the relay's")
     policy = ReconnectPolicy(initial=boot.retry_backoff_initial,
                              maximum=boot.retry_backoff_max, deadline=boot.retry_deadline)
-    att, session, opener = attach_ktls(parse_uri(uri), policy, device)
+    session, opener = open_first(parse_uri(uri), policy)
 
     def serve(ready: Callable[[str], None]) -> None:
         harden()
+        att = attach_session(session, policy, device)
         supervisor = Supervisor(att.index, session, opener, policy)
         ready(f"{att.path}: attached ({session.info.size} bytes, "
               f"{session.offload.describe()}); supervising")

@@ -15,12 +15,13 @@ States (:class:`State`)::
         |                    session                  |  size or flags changed: Discard,
         |                       v                     |  wait the backoff's maximum
         +--handed over---- HANDING_OVER --refused-----+
-        +--refused, no dead socket (a stale report): Discard ----+
+        +--not taken, no dead socket: Discard ---------+
 
 Every socket death looks the same from here: the driver's read or send failed (the server
 closed or reset, the network went, a TLS record the driver cannot read -- an alert, a
 KeyUpdate, a NewSessionTicket -- arrived) or a request outlived the request timeout; the
-kernel marks the socket dead, shuts it down, and multicasts NBD_CMD_LINK_DEAD.  Its
+kernel marks the socket dead, shuts it down (our descriptor of it hangs up) and
+multicasts NBD_CMD_LINK_DEAD.  Its
 in-flight requests are requeued when their timeout fires and then wait (up to the dead
 connection timeout) for the socket this core arranges; nothing is failed here.
 
@@ -86,7 +87,7 @@ class Counters:
     deaths: int = 0
     attempts: int = 0
     handovers: int = 0
-    stale: int = 0  # link-dead reports with no dead socket behind them
+    stale: int = 0  # reports or handovers with no dead socket behind them
 
 
 class SupervisorCore:
@@ -117,10 +118,18 @@ class SupervisorCore:
             return max(0.0, self._retry_at - now)
         return None
 
-    def link_dead(self, now: float) -> list[Action]:
-        """The kernel says the socket died (NBD_CMD_LINK_DEAD, or our fd hung up)."""
+    def link_dead(self, now: float, *, confirmed: bool = True) -> list[Action]:
+        """The kernel's socket died: our descriptor of it hung up (``confirmed``), or
+        NBD_CMD_LINK_DEAD named the device while it had not (yet): a report about a
+        socket already replaced, ignored -- a real death always hangs the socket up,
+        since the driver shuts down every socket it marks dead."""
         if self.state is not State.ATTACHED:
             return []  # already bringing it back
+        if not confirmed:
+            self.counters.stale += 1
+            log.info("a link-dead report, but the kernel's socket is up; waiting for it "
+                     "to hang up")
+            return []
         self.counters.deaths += 1
         self._outage_since, self._failures = now, 0
         log.warning("the kernel's socket is dead; reconnecting")
@@ -180,8 +189,8 @@ class SupervisorCore:
         self._move(State.ATTACHED)
 
     def handover_refused(self, now: float, error: str, *, nothing_dead: bool) -> list[Action]:
-        """RECONFIGURE failed; ``nothing_dead``: because the kernel's socket is alive
-        (ENOSPC: the report that started this outage was stale)."""
+        """RECONFIGURE failed, or (``nothing_dead``) succeeded without the driver taking
+        the socket: it had no dead one to replace (nbd_genl_reconfigure answers 0 then)."""
         if self.state is not State.HANDING_OVER:
             return []
         if nothing_dead:

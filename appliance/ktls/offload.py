@@ -3,9 +3,10 @@
 Owns the names of the modules the kernel needs (the ``tls`` ULP and the AEADs of the suites
 a GnuTLS server picks with TLS-PSK), loading them, and reading back, per socket, what the
 kernel now encrypts: ``getsockopt(SOL_TLS, TLS_TX | TLS_RX)`` answers the installed
-``struct tls_crypto_info`` (its first two u16: version, cipher type), ENOPROTOOPT when
-the socket has no TLS ULP and EBUSY when the ULP has no key for that direction
-(net/tls/tls_main.c).  A socket the nbd driver is to read must be offloaded both ways.
+``struct tls_crypto_info`` (its first two u16: version, cipher type), ENOPROTOOPT (or
+EOPNOTSUPP, by kernel version) when the socket has no TLS ULP, and EBUSY when the ULP has
+no key for that direction (net/tls/tls_main.c).  A socket the nbd driver is to read must be
+offloaded both ways.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def direction(sock: socket.socket, which: int) -> Direction:
     try:
         raw = sock.getsockopt(SOL_TLS, which, CRYPTO_INFO_LEN)
     except OSError as exc:
-        if exc.errno == errno.ENOPROTOOPT:
+        if exc.errno in (errno.ENOPROTOOPT, errno.EOPNOTSUPP):
             return Direction(None, "no TLS ULP on the socket")
         if exc.errno == errno.EBUSY:
             return Direction(None, "OpenSSL kept this direction in user space")

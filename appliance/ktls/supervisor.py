@@ -1,8 +1,9 @@
 """Attaching a kTLS socket to ``/dev/nbdN``, and the supervisor that keeps it attached.
 
-:func:`attach_ktls` loads the kernel's TLS, negotiates a :class:`~appliance.ktls.session.
-Session` and gives its socket to the nbd driver with NBD_CMD_CONNECT (netlink only: the
-reconnect needs NBD_CMD_RECONFIGURE), telling the driver
+:func:`open_first` loads the kernel's TLS and negotiates a
+:class:`~appliance.ktls.session.Session`; :func:`attach_session` gives its socket to the nbd
+driver with NBD_CMD_CONNECT (netlink only: the reconnect needs NBD_CMD_RECONFIGURE),
+telling the driver
 
 * the export's limits (:func:`appliance.kernel.attach.attach` applies the maximum block
   size through :mod:`appliance.kernel.limits`);
@@ -26,6 +27,7 @@ from __future__ import annotations
 import errno
 import logging
 import select
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -41,9 +43,10 @@ from appliance.relay.policy import ReconnectPolicy
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT = 15   # seconds (NBD_ATTR_TIMEOUT): a request on a dead socket is requeued after it
+REQUEST_TIMEOUT = 10   # seconds (NBD_ATTR_TIMEOUT): a request on a dead socket is requeued after it
 FOREVER_S = 30 * 86400  # the dead connection timeout for retry.deadline=forever
 HUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+TIMEVAL_MAX = 16  # the largest struct timeval SO_SNDTIMEO answers (64-bit time_t)
 
 Opener = Callable[[], Session]
 
@@ -72,31 +75,38 @@ def prepare(uri: NBDURI) -> ssl.SSLContext:
     return ktls_context(uri)
 
 
-def attach_ktls(uri: NBDURI, policy: ReconnectPolicy, device: str | None,
-                ) -> tuple[Attachment, Session, Opener]:
-    """Negotiate, attach the kTLS socket, and return what the supervisor needs.
+def open_first(uri: NBDURI, policy: ReconnectPolicy) -> tuple[Session, Opener]:
+    """The first session, and the opener the supervisor reconnects with.
 
-    KtlsUnavailable when this kernel cannot serve the path (no ``tls``, no offload, no
-    netlink family); the caller falls back to the relay.  An NBDError when the server
-    cannot be reached, as for the relay.
+    KtlsUnavailable when this kernel cannot serve the path (no ``tls``, no offload); the
+    caller falls back to the relay.  An NBDError when the server cannot be reached, as for
+    the relay.
     """
     ctx = prepare(uri)
 
     def opener() -> Session:
         return open_session(uri, ctx, timeout=policy.connect_timeout)
 
-    session = opener()
+    return opener(), opener
+
+
+def attach_session(session: Session, policy: ReconnectPolicy, device: str | None,
+                   ) -> Attachment:
+    """NBD_CMD_CONNECT with the session's socket; the calling process is the one the
+    kernel records in /sys/block/nbdN/pid (``appliance status`` reads it)."""
     try:
-        att = attach(session.sock.fileno(), kernel_export(session), device=device,
-                     timeout=REQUEST_TIMEOUT, dead_conn_timeout=dead_conn_timeout(
-                         policy.deadline), method="netlink")
+        return attach(session.sock.fileno(), kernel_export(session), device=device,
+                      timeout=REQUEST_TIMEOUT, dead_conn_timeout=dead_conn_timeout(
+                          policy.deadline), method="netlink")
     except FamilyMissing as exc:
-        session.close()
         raise KtlsUnavailable(f"{exc}: the kTLS path needs NBD_CMD_RECONFIGURE") from None
-    except BaseException:
-        session.close()
-        raise
-    return att, session, opener
+
+
+def taken_by_driver(session: Session) -> bool:
+    """Whether the nbd driver adopted the session's socket: it sets the socket's send
+    timeout to the request timeout (``nbd_reconnect_socket``); ours leave it at 0."""
+    raw = session.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, TIMEVAL_MAX)
+    return any(raw)  # a timeval of this ABI's layout: zero in every byte, or not
 
 
 class Supervisor:
@@ -149,12 +159,21 @@ class Supervisor:
         for fd, mask in self._poll.poll(timeout_ms):
             if fd == self._events.fileno():
                 if self.index in self._events.link_dead_indexes():
-                    self._act(self.core.link_dead(time.monotonic()))
+                    self._act(self.core.link_dead(time.monotonic(),
+                                                  confirmed=self._hung_up()))
             elif fd == self._watched and mask & HUP:
                 log.warning("nbd%d: the kernel shut its socket down", self.index)
                 self._unwatch()
                 self._act(self.core.link_dead(time.monotonic()))
         self._act(self.core.tick(time.monotonic()))
+
+    def _hung_up(self) -> bool:
+        """Whether the kernel has shut down the socket it holds (marked it dead)."""
+        if self._watched is None:
+            return True
+        probe = select.poll()
+        probe.register(self._watched, 0)
+        return any(mask & HUP for _, mask in probe.poll(0))
 
     def _act(self, actions: list[Connect | Reconfigure | Discard]) -> None:
         for action in actions:
@@ -187,6 +206,11 @@ class Supervisor:
             code = exc.code if isinstance(exc, NetlinkRequestError) else None
             self._act(self.core.handover_refused(time.monotonic(), str(exc),
                                                  nothing_dead=code == errno.ENOSPC))
+            return
+        if not taken_by_driver(offered):
+            self._act(self.core.handover_refused(
+                time.monotonic(), "the driver had no dead socket to replace",
+                nothing_dead=True))
             return
         old, self.session, self._offered = self.session, offered, None
         old.close()
