@@ -28,11 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from appliance.host.demo import ROOT_OK, guest_uri
-from appliance.host.servers import NBDServer
+from appliance.host.demo import EXPORT, IDENTITY, ROOT_OK, guest_uri
+from appliance.host.servers import NBDServer, start_qemu_nbd
 from tests.figures import figure
 from tests.image_artefacts import debugfs
 from tests.system.test_agent_boot import boot, psk_settings, raw_root, serve, start_root_server
+from tests.system.tls_proxy import TLSProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 __all__ = ["serve"]  # the fixture, used by name
@@ -170,3 +171,54 @@ def test_root_on_the_ktls_path_survives_a_server_kill_with_data_verified(
             continue
         figure(f"kTLS boot, {tag}: {', '.join(line(out, tag))}")
     figure(f"boot to NBD root on the kTLS path (QEMU start to status line): {booted:.1f} s")
+
+
+def test_a_tls_alert_on_the_kernels_socket_is_a_death_the_supervisor_recovers(
+        image_dir: Path, tmp_path: Path, serve: list[NBDServer]) -> None:
+    """A non-data TLS record reaches the driver's read: the kernel marks the socket dead
+    (its recvmsg has no control buffer for the record type) and the supervisor reconnects.
+
+    The root is served through :class:`~tests.system.tls_proxy.TLSProxy` (OpenSSL
+    terminating TLS-PSK in front of a plaintext qemu-nbd), which sends close_notify on the
+    kernel's connection under load and keeps it open, so the alert alone is what it meets.
+    """
+    key = secrets.token_bytes(32)
+    root = raw_root(image_dir, tmp_path)
+    region_sha = add_region(root)
+    script = tmp_path / "rc.local"
+    script.write_text(rc_local("unused"))
+    debugfs(root, f"write {script} /etc/rc.local", write=True)
+    debugfs(root, "sif /etc/rc.local mode 0100755", write=True)
+    server = start_qemu_nbd(root, tmp_path / "qemu-nbd", export=EXPORT)
+    serve.append(server)
+    assert server.port is not None
+    proxy = TLSProxy(server.port, IDENTITY, key)
+    try:
+        board = boot(image_dir, tmp_path, {**psk_settings(proxy.port, key), "nbd.path": "ktls"})
+        try:
+            board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
+            board.expect(rb"rc\.local: LOADING\r?\n", 300)
+            time.sleep(3.0)
+            proxy.send_alert()
+            result = board.expect(rb"rc\.local: (VERIFIED reads=\d+ bad=\d+|MISMATCH)\r?\n",
+                                  300)
+            board.expect(rb"rc\.local: IOERRORS=\d+\r?\n", 60)
+            board.expect(rb"reboot: Power down|System halted", 180)
+        finally:
+            board.stop()
+    finally:
+        proxy.close()
+        server.stop()
+    out = board.output
+    print("\n".join(re.findall(r"rc\.local: [^\r\n]*", out)))
+    assert re.search(r"attached \(\d+ bytes, kTLS [^)]*\); supervising", out), board.tail()
+    assert proxy.alerts_sent >= 1 and proxy.connections >= 3  # info, first, reconnect
+    assert re.findall(r"rc\.local: SHA ([0-9a-f]{64})", out) == [region_sha]
+    assert re.findall(r"rc\.local: SHA after ([0-9a-f]{64})", out) == [region_sha]
+    assert result.group(1).startswith(b"VERIFIED") and result.group(1).endswith(b" bad=0")
+    assert re.search(r"block nbd0: reconnected socket", out), board.tail()
+    errors = re.search(r"rc\.local: IOERRORS=(\d+)", out)
+    assert errors is not None and errors.group(1) == "0", board.tail()
+    died = re.findall(r"block nbd0: (Receive control failed \(result -?\d+\))", out)
+    figure(f"kTLS path, TLS alert on the kernel's socket: {', '.join(died) or 'no read error'}"
+           ", then reconnected")
