@@ -24,12 +24,14 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from appliance.host.demo import EXPORT, IDENTITY, ROOT_OK, guest_uri
 from appliance.host.servers import NBDServer, start_qemu_nbd
+from image.qemu import QemuBoard
 from tests.figures import figure
 from tests.image_artefacts import debugfs
 from tests.system.test_agent_boot import boot, psk_settings, raw_root, serve, start_root_server
@@ -117,8 +119,50 @@ def add_region(root: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def install_rc_local(root: Path, text: str, tmp: Path) -> None:
+    script = tmp / "rc.local"
+    script.write_text(text)
+    debugfs(root, f"write {script} /etc/rc.local", write=True)
+    debugfs(root, "sif /etc/rc.local mode 0100755", write=True)
+
+
 def line(board_output: str, tag: str) -> list[str]:
     return re.findall(rf"rc\.local: {tag} ([^\r\n]*)", board_output)
+
+
+def ride_out(board: QemuBoard, kill: Callable[[], None]) -> None:
+    """Once the root is up and the guest loads it: ``kill`` the socket, wait to power off."""
+    board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
+    board.expect(rb"rc\.local: LOADING\r?\n", 300)
+    time.sleep(3.0)
+    kill()
+    board.expect(rb"rc\.local: (VERIFIED reads=\d+ bad=\d+|MISMATCH)\r?\n", 300)
+    board.expect(rb"rc\.local: IOERRORS=\d+\r?\n", 60)
+    board.expect(rb"reboot: Power down|System halted", 180)
+
+
+def check_ridden_out(board: QemuBoard, region_sha: str) -> str:
+    """The kTLS path served the boot, lost its socket once and got a new one, every read
+    hashed right, the written file read back, no I/O error; report the figures."""
+    out = board.output
+    print("\n".join(re.findall(r"rc\.local: [^\r\n]*", out)))
+    assert re.search(r"attached \(\d+ bytes, kTLS [^)]*\); supervising", out), board.tail()
+    assert "kTLS path unavailable" not in out
+    assert line(out, "SERVED")[0].split("argv0=")[1].startswith("@")
+    assert re.findall(r"rc\.local: SHA ([0-9a-f]{64})", out) == [region_sha]
+    assert re.findall(r"rc\.local: SHA after ([0-9a-f]{64})", out) == [region_sha]
+    if COMPARE:
+        assert re.findall(r"rc\.local: SHA relay ([0-9a-f]{64})", out) == [region_sha]
+    verified = re.findall(r"rc\.local: VERIFIED reads=\d+ bad=(\d+)", out)
+    assert verified == ["0"], board.tail()
+    assert re.search(r"block nbd0: reconnected socket", out), board.tail()
+    errors = re.search(r"rc\.local: IOERRORS=(\d+)", out)
+    assert errors is not None and errors.group(1) == "0", board.tail()
+    for tag in ("DD1M ktls", "DD1M relay", "DD4K ktls", "DD4K relay", "RSS supervisor",
+                "RSS relay", "TLS"):
+        if line(out, tag):
+            figure(f"kTLS boot, {tag}: {', '.join(line(out, tag))}")
+    return out
 
 
 def test_root_on_the_ktls_path_survives_a_server_kill_with_data_verified(
@@ -130,47 +174,16 @@ def test_root_on_the_ktls_path_survives_a_server_kill_with_data_verified(
     serve.append(server)
     assert server.port is not None
     server.stop()  # write the script while nothing serves the image
-    script = tmp_path / "rc.local"
-    script.write_text(rc_local(guest_uri(server.port)))
-    debugfs(root, f"write {script} /etc/rc.local", write=True)
-    debugfs(root, "sif /etc/rc.local mode 0100755", write=True)
+    install_rc_local(root, rc_local(guest_uri(server.port)), tmp_path)
     server.start()
     board = boot(image_dir, tmp_path, {**psk_settings(server.port, key), "nbd.path": "ktls"})
     try:
-        ok = board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
-        booted = time.monotonic() - board.started
-        assert ok.group(1) == b"/dev/nbd0"
-        board.expect(rb"rc\.local: SHA [0-9a-f]{64}\r?\n", 180)
-        board.expect(rb"rc\.local: LOADING\r?\n", 300)
-        time.sleep(3.0)
-        server.restart(down_for=3.0, hard=True)  # SIGKILL under load, back on the same port
-        result = board.expect(rb"rc\.local: (VERIFIED reads=\d+ bad=\d+|MISMATCH)\r?\n",
-                              300)
-        board.expect(rb"rc\.local: IOERRORS=\d+\r?\n", 60)
-        board.expect(rb"reboot: Power down|System halted", 180)
+        # SIGKILL under load, back on the same port 3 s later
+        ride_out(board, lambda: server.restart(down_for=3.0, hard=True))
     finally:
         board.stop()
         server.stop()
-    out = board.output
-    print("\n".join(re.findall(r"rc\.local: [^\r\n]*", out)))
-    assert re.search(r"attached \(\d+ bytes, kTLS [^)]*\); supervising", out), board.tail()
-    assert "kTLS path unavailable" not in out
-    assert line(out, "SERVED")[0].split("argv0=")[1].startswith("@")
-    assert re.findall(r"rc\.local: SHA ([0-9a-f]{64})", out) == [region_sha]
-    assert re.findall(r"rc\.local: SHA after ([0-9a-f]{64})", out) == [region_sha]
-    if COMPARE:
-        assert re.findall(r"rc\.local: SHA relay ([0-9a-f]{64})", out) == [region_sha]
-    assert re.search(r"block nbd0: reconnected socket", out), board.tail()
-    assert result.group(1).startswith(b"VERIFIED"), board.tail()
-    assert result.group(1).endswith(b" bad=0")
-    errors = re.search(r"rc\.local: IOERRORS=(\d+)", out)
-    assert errors is not None and errors.group(1) == "0", board.tail()
-    for tag in ("DD1M ktls", "DD1M relay", "DD4K ktls", "DD4K relay", "RSS supervisor",
-                "RSS relay", "TLS"):
-        if not line(out, tag):
-            continue
-        figure(f"kTLS boot, {tag}: {', '.join(line(out, tag))}")
-    figure(f"boot to NBD root on the kTLS path (QEMU start to status line): {booted:.1f} s")
+    check_ridden_out(board, region_sha)
 
 
 def test_a_tls_alert_on_the_kernels_socket_is_a_death_the_supervisor_recovers(
@@ -185,10 +198,7 @@ def test_a_tls_alert_on_the_kernels_socket_is_a_death_the_supervisor_recovers(
     key = secrets.token_bytes(32)
     root = raw_root(image_dir, tmp_path)
     region_sha = add_region(root)
-    script = tmp_path / "rc.local"
-    script.write_text(rc_local("unused"))
-    debugfs(root, f"write {script} /etc/rc.local", write=True)
-    debugfs(root, "sif /etc/rc.local mode 0100755", write=True)
+    install_rc_local(root, rc_local("unused"), tmp_path)
     server = start_qemu_nbd(root, tmp_path / "qemu-nbd", export=EXPORT)
     serve.append(server)
     assert server.port is not None
@@ -196,29 +206,14 @@ def test_a_tls_alert_on_the_kernels_socket_is_a_death_the_supervisor_recovers(
     try:
         board = boot(image_dir, tmp_path, {**psk_settings(proxy.port, key), "nbd.path": "ktls"})
         try:
-            board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
-            board.expect(rb"rc\.local: LOADING\r?\n", 300)
-            time.sleep(3.0)
-            proxy.send_alert()
-            result = board.expect(rb"rc\.local: (VERIFIED reads=\d+ bad=\d+|MISMATCH)\r?\n",
-                                  300)
-            board.expect(rb"rc\.local: IOERRORS=\d+\r?\n", 60)
-            board.expect(rb"reboot: Power down|System halted", 180)
+            ride_out(board, proxy.send_alert)
         finally:
             board.stop()
     finally:
         proxy.close()
         server.stop()
-    out = board.output
-    print("\n".join(re.findall(r"rc\.local: [^\r\n]*", out)))
-    assert re.search(r"attached \(\d+ bytes, kTLS [^)]*\); supervising", out), board.tail()
+    out = check_ridden_out(board, region_sha)
     assert proxy.alerts_sent >= 1 and proxy.connections >= 3  # info, first, reconnect
-    assert re.findall(r"rc\.local: SHA ([0-9a-f]{64})", out) == [region_sha]
-    assert re.findall(r"rc\.local: SHA after ([0-9a-f]{64})", out) == [region_sha]
-    assert result.group(1).startswith(b"VERIFIED") and result.group(1).endswith(b" bad=0")
-    assert re.search(r"block nbd0: reconnected socket", out), board.tail()
-    errors = re.search(r"rc\.local: IOERRORS=(\d+)", out)
-    assert errors is not None and errors.group(1) == "0", board.tail()
     died = dict.fromkeys(re.findall(r"block nbd0: (Receive control failed \(result -?\d+\))",
                                     out))  # the console shows each line twice (printk, dmesg)
     figure(f"kTLS path, TLS alert on the kernel's socket: {', '.join(died) or 'no read error'}"
