@@ -40,6 +40,7 @@ from appliance.run import run as run_tool
 from appliance.status import OVERLAY_LOWER
 
 if TYPE_CHECKING:
+    from appliance.ktls.offload import BackgroundLoad
     from appliance.net.static import IPv4Config
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,8 @@ def start_relay(uri: str, boot: BootConfig, device: str) -> str:
     return f"{line} (relay pid {pid})"
 
 
-def start_ktls(uri: str, boot: BootConfig, device: str) -> str:
+def start_ktls(uri: str, boot: BootConfig, device: str,
+               loading: BackgroundLoad | None = None) -> str:
     """Attach ``device`` to a kernel-TLS socket in a forked supervisor ('@', hardened).
 
     The negotiation and the offload check happen here, so a kernel that cannot take the
@@ -179,7 +181,7 @@ def start_ktls(uri: str, boot: BootConfig, device: str) -> str:
         raise KtlsUnavailable("nbd.uri lists replicas; failover between them is the relay's")
     policy = ReconnectPolicy(initial=boot.retry_backoff_initial,
                              maximum=boot.retry_backoff_max, deadline=boot.retry_deadline)
-    session, opener = open_first(parse_uri(uri), policy)
+    session, opener = open_first(parse_uri(uri), policy, loading)
 
     def serve(ready: Callable[[str], None]) -> None:
         harden()
@@ -196,13 +198,16 @@ def start_ktls(uri: str, boot: BootConfig, device: str) -> str:
     return f"{line} (supervisor pid {pid})"
 
 
-def start_data_path(uri: str, boot: BootConfig, device: str, out: TextIO) -> str:
-    """The root disk's data path by ``nbd.path``; kTLS falls back to the relay, saying why."""
+def start_data_path(uri: str, boot: BootConfig, device: str, out: TextIO,
+                    loading: BackgroundLoad | None = None) -> str:
+    """The root disk's data path by ``nbd.path``; kTLS falls back to the relay, saying why.
+
+    ``loading``: the kTLS modules' modprobe, started right after the config step."""
     from appliance.errors import KtlsUnavailable
 
     if boot.nbd_path == "ktls":
         try:
-            return start_ktls(uri, boot, device)
+            return start_ktls(uri, boot, device, loading)
         except KtlsUnavailable as exc:
             print(f"nbdroot: kTLS path unavailable: {exc}; using the relay", file=out,
                   flush=True)
@@ -289,12 +294,13 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
         with tl.step("config") as step:
             boot = configure_at_boot(open_store(opts.config), tester=test_connection)
             step.detail = boot.nbd_uri or ""
+        loading = _ktls_modules(boot)
         _bring_up(tl, boot)
         uri = write_key(boot)
         with tl.step("server") as step:
             step.detail = wait_for_server(uri, boot, out)
         with tl.step("relay") as step:
-            step.detail = start_data_path(uri, boot, opts.device, out)
+            step.detail = start_data_path(uri, boot, opts.device, out, loading)
             wait_for_device(opts.device)
         with tl.step("root") as step:
             mount_root(opts.device, opts.init, boot.root_mode, boot.root_overlay_size)
@@ -304,6 +310,15 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
     finally:
         _save(tl)
     return opts.init
+
+
+def _ktls_modules(boot: BootConfig) -> BackgroundLoad | None:
+    """With nbd.path=ktls: start loading the kernel's TLS now, beside the bring-up."""
+    if boot.nbd_path != "ktls":
+        return None
+    from appliance.ktls.offload import BackgroundLoad
+
+    return BackgroundLoad()
 
 
 def _bring_up(tl: Timeline, boot: BootConfig) -> None:

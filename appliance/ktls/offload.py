@@ -16,6 +16,7 @@ import logging
 import socket
 import ssl
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,26 @@ def load_modules(modules: tuple[str, ...] = MODULES) -> list[str]:
     if failed:
         log.info("kTLS modules not loaded: %s", ", ".join(failed))
     return failed
+
+
+class BackgroundLoad:
+    """:func:`load_modules` in a thread, started early in the boot: loading the AEADs runs
+    the kernel's crypto self-tests, seconds under emulation, which can overlap the board
+    and network bring-up instead of delaying the root."""
+
+    def __init__(self, modules: tuple[str, ...] = MODULES) -> None:
+        self._failed: list[str] = []
+        self._thread = threading.Thread(target=self._load, args=(modules,),
+                                        name="ktls-modules", daemon=True)
+        self._thread.start()
+
+    def _load(self, modules: tuple[str, ...]) -> None:
+        self._failed = load_modules(modules)
+
+    def wait(self) -> list[str]:
+        """Until modprobe is done (it has its own timeout); the modules that failed."""
+        self._thread.join()
+        return self._failed
 
 
 def _modprobe(*names: str) -> str | None:

@@ -66,23 +66,25 @@ def kernel_export(session: Session) -> KernelExport:
                         max_request=info.max_block_size)
 
 
-def prepare(uri: NBDURI) -> ssl.SSLContext:
-    """Load the kernel's TLS and make the context (read the PSK now, while it exists)."""
-    failed = offload.load_modules()
+def prepare(uri: NBDURI, loading: offload.BackgroundLoad | None = None) -> ssl.SSLContext:
+    """Load the kernel's TLS (or wait for ``loading``, started earlier) and make the
+    context (read the PSK now, while it exists)."""
+    failed = loading.wait() if loading is not None else offload.load_modules()
     if not offload.kernel_has_tls():
         detail = f" (modprobe: {'; '.join(failed)})" if failed else ""
         raise KtlsUnavailable(f"the kernel has no 'tls' upper-layer protocol{detail}")
     return ktls_context(uri)
 
 
-def open_first(uri: NBDURI, policy: ReconnectPolicy) -> tuple[Session, Opener]:
+def open_first(uri: NBDURI, policy: ReconnectPolicy,
+               loading: offload.BackgroundLoad | None = None) -> tuple[Session, Opener]:
     """The first session, and the opener the supervisor reconnects with.
 
     KtlsUnavailable when this kernel cannot serve the path (no ``tls``, no offload); the
     caller falls back to the relay.  An NBDError when the server cannot be reached, as for
     the relay.
     """
-    ctx = prepare(uri)
+    ctx = prepare(uri, loading)
 
     def opener() -> Session:
         return open_session(uri, ctx, timeout=policy.connect_timeout)

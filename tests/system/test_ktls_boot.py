@@ -10,7 +10,7 @@ with debugfs, as console input is not needed) then
 * hashes the region, and measures ``dd bs=1M`` (cold cache) and ``dd bs=4k
   iflag=direct`` on it through the kTLS device -- with NBDROOT_KTLS_COMPARE=1 also through
   the relay on /dev/nbd1 (``appliance nbd attach``, same server and region), twice each,
-  alternating;
+  alternating; and writes 16 MiB to a scratch file with ``oflag=direct``;
 * reads 4 MiB of the region over and over, and writes a file, for 30 s, during which the host
   kills qemu-nbd with SIGKILL and restarts it: every read must hash right, the file must
   read back identical, and dmesg must show no I/O error;
@@ -84,6 +84,8 @@ else
     say "DD1M ktls $(cold /dev/nbd0)"
     say "DD4K ktls $(direct /dev/nbd0)"
 fi
+say "DDW ktls $(dd if=/dev/zero of=/root/scratch bs=1M count=16 oflag=direct 2>&1 | rate)"
+rm -f /root/scratch
 say "RSS supervisor $(rss nbd0)"
 want4=$(region /dev/nbd0 4)
 say "LOADING"
@@ -158,7 +160,7 @@ def check_ridden_out(board: QemuBoard, region_sha: str) -> str:
     assert re.search(r"block nbd0: reconnected socket", out), board.tail()
     errors = re.search(r"rc\.local: IOERRORS=(\d+)", out)
     assert errors is not None and errors.group(1) == "0", board.tail()
-    for tag in ("DD1M ktls", "DD1M relay", "DD4K ktls", "DD4K relay", "RSS supervisor",
+    for tag in ("DD1M ktls", "DD1M relay", "DD4K ktls", "DD4K relay", "DDW ktls", "RSS supervisor",
                 "RSS relay", "TLS"):
         if line(out, tag):
             figure(f"kTLS boot, {tag}: {', '.join(line(out, tag))}")
