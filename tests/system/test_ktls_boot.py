@@ -200,12 +200,14 @@ def test_a_tls_alert_on_the_kernels_socket_is_a_death_the_supervisor_recovers(
     key = secrets.token_bytes(32)
     root = raw_root(image_dir, tmp_path)
     region_sha = add_region(root)
-    install_rc_local(root, rc_local("unused"), tmp_path)
     server = start_qemu_nbd(root, tmp_path / "qemu-nbd", export=EXPORT)
     serve.append(server)
     assert server.port is not None
+    server.stop()  # write the script (it names the proxy's port) while nothing serves
     proxy = TLSProxy(server.port, IDENTITY, key)
     try:
+        install_rc_local(root, rc_local(guest_uri(proxy.port)), tmp_path)
+        server.start()
         board = boot(image_dir, tmp_path, {**psk_settings(proxy.port, key), "nbd.path": "ktls"})
         try:
             ride_out(board, proxy.send_alert)
