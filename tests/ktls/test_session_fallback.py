@@ -72,3 +72,8 @@ def test_offload_reads_the_kernels_crypto_info() -> None:
     raw = struct.pack("=HH", 0x0304, 54) + bytes(52)  # tls12_crypto_info_chacha20_poly1305
     assert offload.crypto_info(raw) == "TLS 1.3 ChaCha20-Poly1305"
     assert offload.crypto_info(struct.pack("=HH", 0x0303, 51)) == "TLS 1.2 AES-GCM-128"
+
+
+def test_a_module_that_does_not_load_is_named_with_modprobes_words() -> None:
+    failed = offload.BackgroundLoad(("nbdroot-no-such-module",)).wait()
+    assert len(failed) == 1 and failed[0].startswith("nbdroot-no-such-module (")
