@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.daemon import THREAD_STACK
 from appliance.errors import ApplianceError, KtlsUnavailable
 from appliance.run import run
 
@@ -61,7 +62,13 @@ class BackgroundLoad:
         self._failed: list[str] = []
         self._thread = threading.Thread(target=self._load, args=(modules,),
                                         name="ktls-modules", daemon=True)
-        self._thread.start()
+        # A small stack: glibc keeps an ended thread's stack for reuse, and the supervisor,
+        # forked from this process, locks every page it has (8 MiB by default).
+        default = threading.stack_size(THREAD_STACK)
+        try:
+            self._thread.start()
+        finally:
+            threading.stack_size(default)
 
     def _load(self, modules: tuple[str, ...]) -> None:
         self._failed = load_modules(modules)
