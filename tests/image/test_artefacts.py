@@ -71,8 +71,12 @@ def test_initramfs_modules_and_their_dependencies(initramfs: dict[str, newc.Entr
     dep = next(e for n, e in initramfs.items() if n.endswith("/modules.dep")).data.decode()
     modules = {line.split(":")[0].rsplit("/", 1)[-1] for line in dep.splitlines()}
     for name in ("gpio-mxc.ko", "anatop-regulator.ko", "nvmem-imx-ocotp.ko", "libphy.ko",
-                 "smsc.ko", "micrel.ko", "fec.ko", "nbd.ko", "ext4.ko", "jbd2.ko"):
-        assert name in modules
+                 "smsc.ko", "micrel.ko", "fec.ko", "nbd.ko", "ext4.ko", "jbd2.ko",
+                 # nbd.path=ktls: the ULP and the AEADs, with their dependencies
+                 "tls.ko", "chacha20poly1305.ko", "chacha-neon.ko", "poly1305-arm.ko",
+                 "libchacha.ko", "libpoly1305.ko", "gcm.ko", "ghash-arm-ce.ko",
+                 "aes-arm-bs.ko", "crypto_simd.ko", "cryptd.ko", "gf128mul.ko"):
+        assert name in modules, name
     assert all(not n.endswith(".xz") for n in initramfs)  # decompressed for kmod/kernel
     assert len(modules) < 40  # only what the list asks for, not the whole kernel
 
