@@ -353,7 +353,11 @@ def _keep_lease(iface: str, cfg: IPv4Config) -> str:
 
 
 def _save(tl: Timeline) -> None:
+    """Write the timeline where ``appliance status`` reads it after switch_root: once the
+    root step has moved /run into /newroot, the initramfs's own /run is an empty
+    directory, and only /newroot/run/nbdroot is the /run the root will see."""
+    moved = Path(NEWROOT) / RUN_DIR.relative_to("/")
     try:
-        tl.save(str(RUN_DIR / "timeline.json"))
+        tl.save(str((moved if moved.is_dir() else RUN_DIR) / "timeline.json"))
     except OSError as exc:
         log.warning("cannot save the boot timeline: %s", exc)
