@@ -13,7 +13,6 @@ import re
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,14 +52,6 @@ def raw_root(image_dir: Path, tmp: Path, rc_local: str | None = None) -> Path:
         debugfs(root, f"write {script} /etc/rc.local", write=True)
         debugfs(root, "sif /etc/rc.local mode 0100755", write=True)
     return root
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[list[NBDServer]]:
-    started: list[NBDServer] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 def start_root_server(root: Path, tmp: Path, key: bytes, fmt: str = "raw") -> NBDServer:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,14 +44,6 @@ LEASE = (r"nbdroot-lease: eth0 10\.0\.2\.15/24 state=bound keeper=alive pid=(\d+
          r"last-renewal=(never|\d+s-ago) expires-in=(\d+)s\r?\n")
 RENEWED = (r"nbdroot-lease: eth0: lease of 10\.0\.2\.15/24 renewed for (\d+) s \(renewing, "
            r"server 10\.0\.2\.2\); next renewal in (\d+) s\r?\n")
-
-
-@pytest.fixture
-def serve() -> Iterator[list[NBDServer]]:
-    started: list[NBDServer] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 def test_the_lease_keeper_survives_switch_root_marked_and_renews(
