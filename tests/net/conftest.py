@@ -107,6 +107,7 @@ def dhcp_server(veth: Veth, tmp_path: Path, lease_time: str = "1h",
             "--interface=srv0", "--bind-interfaces", "--log-dhcp", "--log-facility=-",
             f"--dhcp-range={s}.50,{s}.60,255.255.255.0,{lease_time}", f"--dhcp-option=3,{s}.1",
             f"--dhcp-option=6,{s}.1,{s}.2", f"--dhcp-leasefile={tmp_path / 'leases'}",
+            f"--pid-file={tmp_path / 'dnsmasq.pid'}",  # not /run's: they run side by side
             *(["--dhcp-authoritative"] if authoritative else [])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
