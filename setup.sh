@@ -116,6 +116,18 @@ make_venv() {
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 }
 
+test_workers() {  # pytest-xdist workers: TEST_WORKERS, else one a core, at most 4
+    # A system test is one QEMU (one vCPU thread, 1 GiB of guest RAM) most of the time,
+    # so on 2 cores two of them run side by side.
+    if [ -n "${TEST_WORKERS:-}" ]; then
+        case "$TEST_WORKERS" in *[!0-9]*) die "TEST_WORKERS=$TEST_WORKERS is not a number" ;; esac
+        echo "$TEST_WORKERS"; return
+    fi
+    local n; n=$(nproc)
+    [ "$n" -gt 4 ] && n=4
+    echo "$n"
+}
+
 cmd_test() {
     install_debs "${DEBS_COMMON[@]}"
     install_qemu
@@ -124,9 +136,10 @@ cmd_test() {
     .venv/bin/ruff check appliance board image tests
     say "mypy --strict"
     .venv/bin/mypy
-    say "pytest"
+    local workers; workers=$(test_workers)
+    say "pytest ($workers workers; TEST_WORKERS=N to change, 0 for none)"
     local rc=0
-    .venv/bin/pytest "$@" || rc=$?
+    .venv/bin/pytest -n "$workers" --dist loadgroup "$@" || rc=$?
     [ "$rc" = 5 ] && die "pytest collected no tests"
     return "$rc"
 }

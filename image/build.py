@@ -8,7 +8,6 @@ hashes the package list, the suite, the builder's own sources and the agent's so
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -16,13 +15,12 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.deadline import Deadline
 from appliance.errors import ImageError
-from image import baseline, cpio, fetch, initramfs, kmods, rootfs, sdcard, spec
+from image import baseline, cpio, fetch, initramfs, kmods, machine_lock, rootfs, sdcard, spec
 
 log = logging.getLogger(__name__)
 
@@ -135,29 +133,9 @@ def _write_manifest(out: Path, info: dict[str, object], names: list[str]) -> Non
     (out / MANIFEST).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
-@contextmanager
-def _build_lock(cache: Path, report: Reporter) -> Iterator[None]:
+def _build_lock(cache: Path, report: Reporter) -> AbstractContextManager[None]:
     """One build at a time per machine: they share the download cache (and maybe DIR)."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with (cache.parent / "build.lock").open("w") as lock:
-        deadline = Deadline(LOCK_TIMEOUT)
-        waiting = False
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waiting:
-                    report("waiting for another image build to finish ...")
-                    waiting = True
-                if deadline.expired:
-                    raise ImageError(f"another image build held {lock.name} for "
-                                     f"{LOCK_TIMEOUT:.0f} s; is one stuck?") from None
-                time.sleep(1.0)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return machine_lock.held(cache.parent / "build.lock", "image build", LOCK_TIMEOUT, report)
 
 
 def build(opts: Options, report: Reporter) -> dict[str, object]:

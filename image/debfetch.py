@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from appliance.errors import ImageError
+from image import machine_lock
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SUITE = "stable"
 DEFAULT_ARCH = "armhf"
 TIMEOUT_S = 900
+FETCH_LOCK_S = 2 * TIMEOUT_S  # another fetch: its update and download, each bounded
 
 
 def cache_dir() -> Path:
@@ -124,7 +126,13 @@ class AptFetcher:
         return max(debs, key=lambda p: _natural(p.name)) if debs else None
 
     def fetch(self, pattern: str) -> Path:
-        """The ``.deb`` of the newest package matching ``pattern``, from the cache if there."""
+        """The ``.deb`` of the newest package matching ``pattern``, from the cache if there.
+
+        Fetches share the cache and apt's state directory: one at a time per machine."""
+        with machine_lock.held(self.cache / "fetch.lock", "package download", FETCH_LOCK_S):
+            return self._fetch(pattern)
+
+    def _fetch(self, pattern: str) -> Path:
         hit = self.cached(pattern)
         if hit is not None:
             log.debug("cached: %s", hit)

@@ -8,6 +8,9 @@ NBD servers (see ``tests/servers.py`` for the helpers behind them):
 * ``nbd_servers`` -- a factory with ``.qemu_nbd(image, ...)`` and ``.nbdkit(plugin, ...)``
   returning :class:`tests.servers.NBDServer`; every server it started is stopped by PID when
   the test ends, pass or fail.
+
+And the run's figures (``tests/figures.py``): gathered from every test worker, repeated in
+the terminal summary.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests import servers
+from tests import figures, servers
 
 
 @pytest.fixture
@@ -66,3 +69,21 @@ def nbd_servers(tmp_path: Path) -> Iterator[ServerFactory]:
         yield factory
     finally:
         factory.stop_all()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller, or a run without workers
+        config.stash[_FIGURES_RUN] = figures.start_run()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    figures.terminal_summary(terminalreporter)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = config.stash.get(_FIGURES_RUN, None)
+    if path is not None:
+        figures.end_run(path)
+
+
+_FIGURES_RUN = pytest.StashKey[Path]()

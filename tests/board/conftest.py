@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import ImageError
-from image import debfetch
+from image import debfetch, machine_lock
 
 KERNEL_PACKAGE = r"linux-image-6\.12\.[0-9]+\+deb13-armmp"
 
@@ -40,12 +40,14 @@ class KernelTree:
 def _unpack(deb: Path) -> KernelTree:
     dest = deb.parent / "unpacked" / deb.stem
     stamp = dest / ".complete-2"  # bump when the member list changes
-    if not stamp.exists():
-        debfetch.extract(deb, dest, ["./boot/vmlinuz-*", "./usr/lib/modules/*",
-                                      "./usr/lib/linux-image-*/imx6*"])
-        (release,) = (p.name for p in (dest / "usr/lib/modules").iterdir())
-        subprocess.run(["depmod", "-b", str(dest / "usr"), release], check=True, timeout=300)
-        stamp.write_text(release)
+    with machine_lock.held(deb.parent / "unpack.lock", "kernel unpack", 600):  # test workers
+        if not stamp.exists():
+            debfetch.extract(deb, dest, ["./boot/vmlinuz-*", "./usr/lib/modules/*",
+                                          "./usr/lib/linux-image-*/imx6*"])
+            (release,) = (p.name for p in (dest / "usr/lib/modules").iterdir())
+            subprocess.run(["depmod", "-b", str(dest / "usr"), release], check=True,
+                           timeout=300)
+            stamp.write_text(release)
     return KernelTree(dest, stamp.read_text())
 
 

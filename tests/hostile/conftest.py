@@ -1,17 +1,12 @@
-"""Repeat this suite's FIGURE lines in pytest's terminal summary (see tests/figures.py)."""
+"""The hostile-server suite's tally, a figure at the end of the session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from tests import figures
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    figures.terminal_summary(terminalreporter)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,6 +22,8 @@ from tests.hostile.test_fuzz_negotiation import NAMED
 from tests.hostile.test_fuzz_transmission import NAMED_TX, on_first_read, serving
 from tests.hostile_server import EXPORT_SIZE, HostileServer
 
+pytestmark = pytest.mark.xdist_group("hostile")  # one worker: one tally (conftest)
+
 ADDRESS_SPACE = 2 << 30  # python + cryptography need some; gigabytes of buffers do not fit
 DEADLINE = 60.0
 

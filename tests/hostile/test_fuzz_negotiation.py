@@ -20,6 +20,8 @@ from appliance.nbd import proto
 from tests.hostile import harness
 from tests.hostile_server import Conn, HostileServer, greeting, negotiate, option_reply
 
+pytestmark = pytest.mark.xdist_group("hostile")  # one worker: one tally (conftest)
+
 ACTIONS = {
     "info": lambda uri: export_info(uri, policy=harness.POLICY),
     "go": lambda uri: connect(uri, policy=harness.POLICY,

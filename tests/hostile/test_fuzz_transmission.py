@@ -28,6 +28,8 @@ from appliance.nbd import (
 from tests.hostile import harness
 from tests.hostile_server import Agreed, Conn, HostileServer, negotiate
 
+pytestmark = pytest.mark.xdist_group("hostile")  # one worker: one tally (conftest)
+
 Frames = list[bytes]
 
 

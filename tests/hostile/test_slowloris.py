@@ -8,11 +8,15 @@ to its configured timeout (here 1 s): we allow ``GIVE_UP`` seconds.
 
 from __future__ import annotations
 
+import pytest
+
 from appliance.client import connect, export_info
 from appliance.nbd import proto
 from appliance.transport import ConnectPolicy
 from tests.hostile import harness
 from tests.hostile_server import Conn, HostileServer, greeting, negotiate, option_reply
+
+pytestmark = pytest.mark.xdist_group("hostile")  # one worker: one tally (conftest)
 
 TIMEOUT = 1.0
 GIVE_UP = 10.0  # generous: 10x the configured timeout

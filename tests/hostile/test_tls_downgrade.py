@@ -21,6 +21,8 @@ from tests import servers
 from tests.hostile import harness
 from tests.hostile_server import Conn, HostileServer, greeting, option_reply
 
+pytestmark = pytest.mark.xdist_group("hostile")  # one worker: one tally (conftest)
+
 ALLOWED_IN_CLEAR = {int(proto.NBD_OPT_STARTTLS), int(proto.NBD_OPT_ABORT)}
 
 

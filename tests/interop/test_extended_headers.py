@@ -18,7 +18,7 @@ import pytest
 
 from appliance.client import connect, export_info
 from appliance.host.servers import NBDServer, make_image, make_psk, start_qemu_nbd
-from image.debfetch import AptFetcher, cache_dir, extract
+from image.debfetch import AptFetcher, extract
 
 pytestmark = pytest.mark.interop
 
@@ -27,11 +27,12 @@ DATA_AT = 3 * MiB
 
 
 @pytest.fixture(scope="module")
-def qemu_nbd_10() -> str:
-    """Path of a qemu-nbd that speaks extended headers (bookworm-backports, cached)."""
+def qemu_nbd_10(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of a qemu-nbd that speaks extended headers (bookworm-backports; the .deb is
+    cached, the binary unpacked for this module: another test worker may be running one)."""
     fetcher = AptFetcher(suite="bookworm-backports", arch="amd64")
     deb = fetcher.fetch(r"qemu-utils")
-    tree = extract(deb, cache_dir() / f"unpacked-{deb.stem}", ["./usr/bin/qemu-nbd"])
+    tree = extract(deb, tmp_path_factory.mktemp("qemu-utils"), ["./usr/bin/qemu-nbd"])
     binary = tree / "usr/bin/qemu-nbd"
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
                              timeout=30, check=True).stdout
