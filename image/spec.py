@@ -1,6 +1,7 @@
 """The image's content list: parsing ``image/packages.txt`` into an :class:`ImageSpec`.
 
-The file has INI-like sections (``[initramfs]``, ``[rootfs]``, ``[modules]``, ``[dtbs]``),
+The file has INI-like sections (``[initramfs]``, ``[rootfs]``, ``[debian]``, ``[modules]``,
+``[dtbs]``),
 one name per line, ``#`` comments.  It is the only place the image's Debian packages
 and kernel modules are named.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 from appliance.errors import ImageError
 
 PACKAGE_LIST = Path(__file__).with_name("packages.txt")
-SECTIONS = ("initramfs", "rootfs", "modules", "dtbs")
+SECTIONS = ("initramfs", "rootfs", "debian", "modules", "dtbs")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ImageSpec:
     rootfs_packages: tuple[str, ...]
     modules: tuple[str, ...]
     dtbs: tuple[str, ...]
+    debian_packages: tuple[str, ...] = ()  # the systemd root (image/rootfs.py)
 
 
 def parse(text: str, source: str = "packages.txt") -> ImageSpec:
@@ -50,7 +52,7 @@ def parse(text: str, source: str = "packages.txt") -> ImageSpec:
         if not found[name]:
             raise ImageError(f"{source}: section [{name}] is missing or empty")
     return ImageSpec(tuple(found["initramfs"]), tuple(found["rootfs"]),
-                     tuple(found["modules"]), tuple(found["dtbs"]))
+                     tuple(found["modules"]), tuple(found["dtbs"]), tuple(found["debian"]))
 
 
 def load(path: Path = PACKAGE_LIST) -> ImageSpec:

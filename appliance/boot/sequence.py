@@ -4,7 +4,9 @@ Steps, each timed on the console (:mod:`appliance.boot.timeline`):
 
 1. config   -- load the stored settings; offer the console prompt (countdown);
 2. board    -- detect the board, ``modprobe`` the FEC's modules, check the PHY;
-3. network  -- link up, carrier, DHCP or the static address;
+3. network  -- link up, carrier, DHCP or the static address; a runtime .network in /run
+               hands the interface over to the root's systemd-networkd without a flush
+               (:mod:`appliance.boot.handover`);
 4. server   -- wait until the NBD server answers over TLS-PSK (retrying with backoff:
                a wrong key or a server not started yet is reported, then retried);
 5. relay    -- ``appliance nbd attach`` in its own process ('@appliance-relay', memory
@@ -266,8 +268,20 @@ def _bring_up(tl: Timeline, boot: BootConfig) -> None:
         found = board_up(iface=boot.net_interface, phy=phy, profile=profile)
         step.detail = f"{found.profile.name}, PHY {found.selection.phy.describe()}"
     with tl.step("network") as step:
-        result = net_up(boot.net_interface, network_config(boot))
+        static = network_config(boot)
+        result = net_up(boot.net_interface, static)
         step.detail = f"{result.iface} {result.config.address}"
+        _hand_over(result.iface, result.config, dhcp=static is None)
+
+
+def _hand_over(iface: str, cfg: IPv4Config, *, dhcp: bool) -> None:
+    """The runtime .network that keeps the root's networkd off the root's interface."""
+    from appliance.boot import handover
+
+    try:
+        handover.write(iface, cfg, dhcp=dhcp)
+    except OSError as exc:
+        log.warning("cannot write the network hand-over for the root (%s): %s", iface, exc)
 
 
 def _save(tl: Timeline) -> None:

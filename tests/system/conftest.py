@@ -1,14 +1,25 @@
-"""Fixtures of the system tests: the built image, and a console log per test."""
+"""Fixtures of the system tests: the built image, and the servers a test started."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from appliance.host.servers import NBDServer
 from tests.image_artefacts import built_image_dir
 
 
 @pytest.fixture(scope="session")
 def image_dir() -> Path:
     return built_image_dir()
+
+
+@pytest.fixture
+def serve() -> Iterator[list[NBDServer]]:
+    """Servers a test started (append them): stopped by PID afterwards, whatever happened."""
+    started: list[NBDServer] = []
+    yield started
+    for server in started:
+        server.stop()

@@ -1,0 +1,61 @@
+"""Handing the root disk's interface over to the root's systemd-networkd.
+
+A root whose systemd-networkd manages the interface that carries / (DHCP on eth0, as
+Debian users configure it) would otherwise drop what the initramfs configured: by
+default networkd flushes foreign addresses when it takes a link, drops the DHCP address
+when its lease ends or the daemon stops (and sends a DHCP release), and drops the
+configuration when the carrier goes -- each one cuts the relay off from the NBD server.
+``KeepConfiguration=yes`` is networkd's own answer for a root that "relies on this
+connection" (systemd.network(5)); it is the default only for a root it recognises as a
+network filesystem, which an ext4 on /dev/nbd0 is not.
+
+So, as a distribution's initramfs does, the agent writes a runtime ``.network`` file
+before switch_root, in /run/systemd/network (the /run it moves into the root).  Its name
+sorts first (``00-nbdroot-IFACE.network``), so networkd takes it for the interface
+instead of the root's own file: the same kind of configuration the board has (DHCP,
+asking for the address it holds, or the static address) with ``KeepConfiguration=yes``
+and ``IgnoreCarrierLoss=yes``.  A root without networkd never reads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appliance.net.static import IPv4Config
+
+RUNTIME_DIR = Path("/run/systemd/network")
+
+
+def network_file(iface: str, cfg: IPv4Config, *, dhcp: bool) -> str:
+    """The ``.network`` text that keeps ``iface`` as the boot configured it."""
+    lines = ["# Written by the nbdroot-imx6 initramfs: this interface carries the NBD root",
+             "# disk, so networkd must never flush it (see appliance/boot/handover.py).",
+             "[Match]", f"Name={iface}", "", "[Network]"]
+    if dhcp:
+        lines.append("DHCP=ipv4")
+    else:
+        lines.append(f"Address={cfg.address}")
+        if cfg.gateway is not None:
+            lines.append(f"Gateway={cfg.gateway}")
+        lines += [f"DNS={a}" for a in cfg.dns]
+        if cfg.search:
+            lines.append(f"Domains={' '.join(cfg.search)}")
+    lines += ["KeepConfiguration=yes", "IgnoreCarrierLoss=yes"]
+    if dhcp:
+        lines += ["", "[DHCPv4]", f"RequestAddress={cfg.address.ip}"]
+    else:
+        for route in cfg.routes:
+            lines += ["", "[Route]", f"Destination={route.dst}", f"Gateway={route.via}"]
+    return "\n".join(lines) + "\n"
+
+
+def write(iface: str, cfg: IPv4Config, *, dhcp: bool, directory: Path = RUNTIME_DIR) -> Path:
+    """Write the runtime ``.network`` for ``iface`` into ``directory``; its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"00-nbdroot-{iface}.network"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(network_file(iface, cfg, dhcp=dhcp))
+    tmp.replace(path)
+    return path

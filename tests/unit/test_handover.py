@@ -1,0 +1,60 @@
+"""appliance.boot.handover: the runtime .network that keeps networkd off the root's link."""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+from pathlib import Path
+
+from appliance.boot.handover import network_file, write
+from appliance.net.static import IPv4Config, Route
+
+
+def parsed(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys keep case
+    parser.read_string(text)
+    return parser
+
+
+LEASE = IPv4Config(address=ipaddress.IPv4Interface("10.0.2.15/24"),
+                   gateway=ipaddress.IPv4Address("10.0.2.2"),
+                   dns=(ipaddress.IPv4Address("10.0.2.3"),))
+
+
+def test_a_dhcp_link_is_kept_and_asks_for_the_address_it_holds() -> None:
+    net = parsed(network_file("eth0", LEASE, dhcp=True))
+    assert net["Match"]["Name"] == "eth0"
+    assert net["Network"]["DHCP"] == "ipv4"
+    assert net["Network"]["KeepConfiguration"] == "yes"
+    assert net["Network"]["IgnoreCarrierLoss"] == "yes"
+    assert net["DHCPv4"]["RequestAddress"] == "10.0.2.15"
+    assert "Address" not in net["Network"]
+
+
+def test_a_static_link_is_kept_with_its_address_gateway_dns_and_routes() -> None:
+    cfg = IPv4Config(address=ipaddress.IPv4Interface("192.168.7.20/24"),
+                     gateway=ipaddress.IPv4Address("192.168.7.1"),
+                     routes=(Route(ipaddress.IPv4Network("10.1.0.0/16"),
+                                   ipaddress.IPv4Address("192.168.7.254")),),
+                     dns=(ipaddress.IPv4Address("192.168.7.1"),), search=("lab",))
+    text = network_file("eth1", cfg, dhcp=False)
+    net = parsed(text)
+    assert net["Match"]["Name"] == "eth1"
+    assert net["Network"]["Address"] == "192.168.7.20/24"
+    assert net["Network"]["Gateway"] == "192.168.7.1"
+    assert net["Network"]["DNS"] == "192.168.7.1"
+    assert net["Network"]["Domains"] == "lab"
+    assert net["Network"]["KeepConfiguration"] == "yes"
+    assert "DHCP" not in net["Network"] and "DHCPv4" not in net
+    assert net["Route"]["Destination"] == "10.1.0.0/16"
+    assert net["Route"]["Gateway"] == "192.168.7.254"
+
+
+def test_the_file_sorts_before_the_roots_own_and_is_replaced_whole(tmp_path: Path) -> None:
+    directory = tmp_path / "run/systemd/network"
+    path = write("eth0", LEASE, dhcp=True, directory=directory)
+    assert path == directory / "00-nbdroot-eth0.network"
+    assert sorted([path.name, "10-eth0.network", "20-wired.network"])[0] == path.name
+    write("eth0", LEASE, dhcp=True, directory=directory)
+    assert [p.name for p in directory.iterdir()] == [path.name]  # no temporary left
