@@ -15,6 +15,11 @@ sorts first (``00-nbdroot-IFACE.network``), so networkd takes it for the interfa
 instead of the root's own file: the same kind of configuration the board has (DHCP,
 asking for the address it holds, or the static address) with ``KeepConfiguration=yes``
 and ``IgnoreCarrierLoss=yes``.  A root without networkd never reads it.
+
+Next to it goes a runtime ``.link`` file for udev: without it, the root's udev renames the
+interface while it is up (Linux 6.12 allows that: ``end0: renamed from eth0 (while UP)``,
+the predictable name of a devicetree NIC), and the root's own ``Name=eth0`` files no
+longer match it.  The ``.link`` keeps the kernel's name and leaves the MAC address alone.
 """
 
 from __future__ import annotations
@@ -51,11 +56,26 @@ def network_file(iface: str, cfg: IPv4Config, *, dhcp: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def link_file(iface: str) -> str:
+    """The udev ``.link`` text that keeps ``iface``'s name and MAC address as they are."""
+    return "\n".join([
+        "# Written by the nbdroot-imx6 initramfs: this interface carries the NBD root",
+        "# disk; keep its name (the root's .network files match it) and its MAC address.",
+        "[Match]", f"OriginalName={iface}", "", "[Link]", "NamePolicy=", f"Name={iface}",
+        "MACAddressPolicy=none"]) + "\n"
+
+
 def write(iface: str, cfg: IPv4Config, *, dhcp: bool, directory: Path = RUNTIME_DIR) -> Path:
-    """Write the runtime ``.network`` for ``iface`` into ``directory``; its path."""
+    """Write the runtime ``.network`` and ``.link`` for ``iface`` into ``directory``;
+    the ``.network``'s path."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"00-nbdroot-{iface}.network"
+    stem = f"00-nbdroot-{iface}"
+    _replace(directory / f"{stem}.link", link_file(iface))
+    return _replace(directory / f"{stem}.network", network_file(iface, cfg, dhcp=dhcp))
+
+
+def _replace(path: Path, text: str) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(network_file(iface, cfg, dhcp=dhcp))
+    tmp.write_text(text)
     tmp.replace(path)
     return path

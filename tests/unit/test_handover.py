@@ -6,7 +6,7 @@ import configparser
 import ipaddress
 from pathlib import Path
 
-from appliance.boot.handover import network_file, write
+from appliance.boot.handover import link_file, network_file, write
 from appliance.net.static import IPv4Config, Route
 
 
@@ -57,4 +57,13 @@ def test_the_file_sorts_before_the_roots_own_and_is_replaced_whole(tmp_path: Pat
     assert path == directory / "00-nbdroot-eth0.network"
     assert sorted([path.name, "10-eth0.network", "20-wired.network"])[0] == path.name
     write("eth0", LEASE, dhcp=True, directory=directory)
-    assert [p.name for p in directory.iterdir()] == [path.name]  # no temporary left
+    assert sorted(p.name for p in directory.iterdir()) == [  # no temporary left
+        "00-nbdroot-eth0.link", path.name]
+
+
+def test_udev_keeps_the_interfaces_name_and_mac_address() -> None:
+    link = parsed(link_file("eth0"))
+    assert link["Match"]["OriginalName"] == "eth0"
+    assert link["Link"]["Name"] == "eth0"
+    assert link["Link"]["NamePolicy"] == ""  # no predictable name (end0) while it is up
+    assert link["Link"]["MACAddressPolicy"] == "none"
