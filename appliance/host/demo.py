@@ -55,7 +55,7 @@ class DemoOptions:
 
     out: Path
     check: bool = False
-    timeout: float = 300.0
+    timeout: float = 900.0
     countdown: int = 1
     machine: str = "sabrelite"
     boot: str = "kernel"  # "kernel": QEMU loads kernel/DTB/initramfs; "uboot": sdcard.img

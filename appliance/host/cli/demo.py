@@ -28,8 +28,9 @@ def register(sub: Any) -> None:
                    help="artefact directory (default: ./out)")
     p.add_argument("--check", action="store_true",
                    help="boot headless and report success or the failing step")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="with --check: how long the boot may take (default 300)")
+    p.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                   help="with --check: how long the boot may take (default 900: the systemd "
+                        "root under TCG on a loaded machine)")
     p.add_argument("--countdown", type=int, default=1, metavar="SECONDS",
                    help="the board's 'press a key to configure' countdown (default 1)")
     p.add_argument("--boot", choices=("kernel", "uboot"), default="kernel",
