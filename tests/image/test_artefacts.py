@@ -164,6 +164,8 @@ def test_debian_root_has_systemd_networkd_getty_autologin_and_agent(image_dir: P
         assert unit in enabled, unit
     network = debugfs(root, "cat /etc/systemd/network/20-eth0.network")
     assert "Name=eth0" in network and "DHCP=ipv4" in network
+    assert "DefaultDeviceTimeoutSec=" in debugfs(
+        root, "cat /etc/systemd/system.conf.d/50-nbdroot.conf")
     getty = debugfs(root, "cat /etc/systemd/system/serial-getty@.service.d/autologin.conf")
     assert "agetty --autologin root" in getty
     for path in ("/usr/bin/python3.13", "/usr/lib/python3/dist-packages/appliance/__init__.py",

@@ -64,6 +64,7 @@ def login(board: QemuBoard) -> float:
     m = board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
     assert m.group(1) == b"/dev/nbd0", board.tail()
     board.console.expect_prompt(board.prompt, BOOT_TIMEOUT)
+    ok(board, "export SYSTEMD_COLORS=0 SYSTEMD_URLIFY=0 SYSTEMD_PAGER=cat")  # plain text
     state = board.run("systemctl is-system-running --wait", RUNNING_TIMEOUT)[1].split()
     took = time.monotonic() - board.started
     failed = ok(board, "systemctl list-units --failed --plain --no-legend --no-pager")
