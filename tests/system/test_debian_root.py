@@ -61,9 +61,14 @@ def ok(board: QemuBoard, command: str, timeout: float = 120.0) -> str:
 
 def login(board: QemuBoard) -> float:
     """Wait for the root's status line and the autologin shell; QEMU start to running."""
-    m = board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
-    assert m.group(1) == b"/dev/nbd0", board.tail()
-    board.expect(rb"login: root \(automatic login\)", BOOT_TIMEOUT)
+    autologin = rb"login: root \(automatic login\)"
+    first = board.expect(ROOT_OK.pattern + b"|" + autologin, BOOT_TIMEOUT)  # either order
+    status = ROOT_OK.search(first.group(0))
+    if status is None:
+        status = board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
+    else:
+        board.expect(autologin, BOOT_TIMEOUT)
+    assert status.group(1) == b"/dev/nbd0", board.tail()
     board.sendline("")  # a fresh prompt, after whatever systemd printed meanwhile
     # Kernel messages off the console while commands run (a line arriving after the
     # prompt would hide it); kernel_errors() turns them back on for the shut-downs.
