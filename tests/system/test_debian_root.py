@@ -95,7 +95,7 @@ def relay_serves(board: QemuBoard) -> int:
 
 def networkd_keeps_eth0(board: QemuBoard) -> float:
     """networkd runs eth0 from the hand-over file; the uptime networkd started at."""
-    ok(board, "ip -o monitor address dev eth0 > /run/addr-events 2>&1 & disown")
+    ok(board, "ip -color=never -o monitor address dev eth0 > /run/addr-events 2>&1 & disown")
     state = ok(board, "networkctl status eth0 --no-pager")
     assert HANDOVER in state, state
     assert re.search(r"State: routable \(configured\)", state), state
@@ -108,7 +108,7 @@ def address_kept(board: QemuBoard, networkd_up: float) -> None:
     """60 s after networkd started, eth0 has the address; nothing deleted it meanwhile."""
     ok(board, f"while [ $(cut -d. -f1 /proc/uptime) -lt {int(networkd_up) + KEEP_S + 1} ]; "
               "do sleep 1; done")  # the time the check is about, not a synchronisation
-    assert ADDRESS in ok(board, "ip -4 -o addr show dev eth0")
+    assert ADDRESS in ok(board, "ip -color=never -4 -o addr show dev eth0")
     events = ok(board, "cat /run/addr-events")
     assert "Deleted" not in events, events
 
