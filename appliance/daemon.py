@@ -118,12 +118,15 @@ def mark_argv0_in_place() -> None:
         raise ApplianceError("could not mark argv[0] with '@' through /proc/self/mem")
 
 
-def fork_root_daemon(serve: Callable[[Callable[[str], None]], None]) -> tuple[int, str]:
+def fork_root_daemon(serve: Callable[[Callable[[str], None]], None],
+                     what: str = "relay", failed: str = "failed to attach") -> tuple[int, str]:
     """Fork a root-storage daemon running ``serve(ready)``; return (pid, its ready line).
 
     The child starts a new session, marks argv[0] with '@' in place and runs ``serve``,
     which calls ``ready(text)`` once it serves; the child never returns.  An
     ApplianceError with the child's exit status if it ends before it is ready.
+    ``what`` names the daemon in errors (the relay; the lease keeper), ``failed`` says
+    what it could not do.
     """
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -143,7 +146,7 @@ def fork_root_daemon(serve: Callable[[Callable[[str], None]], None]) -> tuple[in
             serve(ready)
             code = 0
         except ApplianceError as exc:
-            print(f"relay: error: {exc}", file=sys.stderr, flush=True)
+            print(f"{what}: error: {exc}", file=sys.stderr, flush=True)
         finally:
             os._exit(code)
     os.close(write_fd)
@@ -151,7 +154,7 @@ def fork_root_daemon(serve: Callable[[Callable[[str], None]], None]) -> tuple[in
         line = pipe.readline().strip()
     if not line:
         _, status = os.waitpid(pid, 0)
-        raise ApplianceError(f"the relay failed to attach (exit status "
+        raise ApplianceError(f"the {what} {failed} (exit status "
                              f"{os.waitstatus_to_exitcode(status)})")
     return pid, line
 

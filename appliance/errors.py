@@ -97,6 +97,11 @@ class KernelError(ApplianceError):
     """Attaching to or detaching from the kernel's nbd driver failed."""
 
 
+class KtlsUnavailable(KernelError):
+    """The kernel-TLS data path cannot be used here (no ``tls`` in the kernel, no offload
+    of the negotiated cipher, replicas); the boot falls back to the relay, naming this."""
+
+
 class ImageError(ApplianceError):
     """Building the boot image failed."""
 

@@ -3,7 +3,8 @@
 Read on the running root (``appliance status``): the device mounted on ``/`` (from
 /proc/self/mounts), the PID the kernel records for it (/sys/block/nbdN/pid, the relay
 that attached it), whether that process lives and runs as a root-storage daemon
-(argv[0] starting with '@'), and the boot timeline the initramfs left in /run.
+(argv[0] starting with '@'), the DHCP lease keeper's state (/run/nbdroot/lease.json,
+written by :mod:`appliance.net.keeper`), and the boot timeline the initramfs left in /run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TIMELINE = Path("/run/nbdroot/timeline.json")
+LEASE = Path("/run/nbdroot/lease.json")
 
 
 @dataclass(frozen=True)
@@ -82,3 +84,43 @@ def timeline(path: Path = TIMELINE) -> list[dict[str, object]]:
         return []
     return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
 
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    """The lease keeper's last state and whether it still runs as a root-storage daemon."""
+
+    state: dict[str, object]
+    alive: bool
+    argv0: str | None
+
+    def line(self, now: float) -> str:
+        """``nbdroot-lease: eth0 10.0.2.15/24 state=bound keeper=alive pid=N argv0=@... ...``"""
+        s = self.state
+
+        def ago(key: str) -> str:
+            t = s.get(key)
+            return f"{now - t:.0f}s-ago" if isinstance(t, (int, float)) else "never"
+
+        expires = s.get("expires")
+        left = f"{expires - now:.0f}s" if isinstance(expires, (int, float)) else "?"
+        line = (f"nbdroot-lease: {s.get('iface', '?')} {s.get('address', '?')} "
+                f"state={s.get('state', '?')} keeper={'alive' if self.alive else 'dead'} "
+                f"pid={s.get('pid', 0)} argv0={self.argv0 or '-'} server={s.get('server') or '-'} "
+                f"lease={s.get('lease_s', '?')}s renewals={s.get('renewals', 0)} "
+                f"last-renewal={ago('last_renewal')} expires-in={left}")
+        return line + (f" warning={s['warning']!r}" if s.get("warning") else "")
+
+
+def lease(root: Path = Path("/")) -> LeaseStatus | None:
+    """The lease keeper's status, or None when there is none (a static address)."""
+    try:
+        state = json.loads((root / str(LEASE).lstrip("/")).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict):
+        return None
+    pid = state.get("pid")
+    cmdline = _read(root / f"proc/{pid}/cmdline") if isinstance(pid, int) else None
+    argv0 = cmdline.split("\0", 1)[0] if cmdline else None
+    return LeaseStatus(state, argv0 is not None, argv0)

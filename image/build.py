@@ -22,7 +22,7 @@ from pathlib import Path
 
 from appliance.deadline import Deadline
 from appliance.errors import ImageError
-from image import cpio, fetch, initramfs, kmods, rootfs, sdcard, spec
+from image import baseline, cpio, fetch, initramfs, kmods, rootfs, sdcard, spec
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,16 @@ def _copy_kernel(tree: Path, out: Path, image_spec: spec.ImageSpec) -> str:
     return version
 
 
+def _baseline(work: Path, opts: Options, image_spec: spec.ImageSpec) -> str:
+    """The anchor of ``appliance bench board``: Debian's nbd-client kernel-direct."""
+    libs = baseline.assemble(work / "extract", work / "baseline", image_spec)
+    log.info("baseline shared libraries: %s", " ".join(libs))
+    size = cpio.write_gz(work / "baseline", opts.out / baseline.BASELINE, mtime=opts.epoch,
+                         nodes=initramfs.NODES)
+    log.info("baseline initramfs: %.1f MiB compressed", size / 2**20)
+    return baseline.BASELINE
+
+
 def _write_manifest(out: Path, info: dict[str, object], names: list[str]) -> None:
     artefacts = {}
     for name in names:
@@ -175,8 +185,10 @@ def _build(opts: Options, key: str, report: Reporter) -> dict[str, object]:
     work = opts.out / ".work"
     steps = Steps(report)
     with steps.step("unpack initramfs packages (mmdebstrap --variant=extract)"):
-        fetch.extract(image_spec.initramfs_packages, work / "extract", suite=opts.suite,
-                      cache=opts.cache, epoch=opts.epoch)
+        packages = dict.fromkeys((*image_spec.initramfs_packages,
+                                  *image_spec.baseline_packages))
+        fetch.extract(list(packages), work / "extract", suite=opts.suite, cache=opts.cache,
+                      epoch=opts.epoch)
     with steps.step("kernel and DTBs"):
         version = _copy_kernel(work / "extract", opts.out, image_spec)
     with steps.step("initramfs tree (modules, Python, agent, bytecode)"):
@@ -188,6 +200,9 @@ def _build(opts: Options, key: str, report: Reporter) -> dict[str, object]:
     if size > INITRAMFS_TARGET:
         log.warning("the initramfs is larger than the 40 MiB target")
     names = [KERNEL, INITRAMFS, *image_spec.dtbs]
+    if image_spec.baseline_packages:
+        with steps.step("baseline initramfs (busybox, nbd-client, modules)"):
+            names.append(_baseline(work, opts, image_spec))
     if opts.rootfs:
         with steps.step("root filesystem (mmdebstrap minbase + agent, mke2fs -d)"):
             names.append(rootfs.build(image_spec, work, opts.out, suite=opts.suite,

@@ -61,7 +61,8 @@ def _resolve(tree: Path, path: Path) -> Path:
     raise ImageError(f"symlink loop at {path}")
 
 
-def _copy(src_tree: Path, dst_tree: Path, rel: Path) -> None:
+def copy_from_tree(src_tree: Path, dst_tree: Path, rel: Path) -> None:
+    """Copy ``rel`` from ``src_tree`` to ``dst_tree``, symlinks followed inside the tree."""
     src = _resolve(src_tree, src_tree / rel)
     dst = dst_tree / rel
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -114,11 +115,12 @@ def add_libraries(src_tree: Path, dst_tree: Path) -> list[str]:
 
 def add_python(src_tree: Path, dst_tree: Path) -> None:
     """Python 3.13, a pruned standard library, and the Debian Python packages."""
-    _copy(src_tree, dst_tree, STDLIB)
-    _copy(src_tree, dst_tree, DIST)
-    _copy(src_tree, dst_tree, Path("etc") / PY)  # target of stdlib's sitecustomize.py
+    copy_from_tree(src_tree, dst_tree, STDLIB)
+    copy_from_tree(src_tree, dst_tree, DIST)
+    # the target of the stdlib's sitecustomize.py
+    copy_from_tree(src_tree, dst_tree, Path("etc") / PY)
     # OpenSSL loads its legacy provider at run time (no DT_NEEDED): cryptography needs it.
-    _copy(src_tree, dst_tree, LIBDIRS[0] / "ossl-modules")
+    copy_from_tree(src_tree, dst_tree, LIBDIRS[0] / "ossl-modules")
     _prune(dst_tree / STDLIB, STDLIB_PRUNE, DYNLOAD_PRUNE)
     _prune(dst_tree / DIST, ())
     (dst_tree / "usr/bin/python3").symlink_to(PY)
@@ -177,7 +179,7 @@ def add_base(src_tree: Path, dst_tree: Path, spec: ImageSpec) -> None:
         if not (dst_tree / link).is_symlink():
             (dst_tree / link).symlink_to(target)
     for rel in PROGRAMS:
-        _copy(src_tree, dst_tree, Path(rel))
+        copy_from_tree(src_tree, dst_tree, Path(rel))
     (dst_tree / "usr/bin/sh").symlink_to("busybox")
     for name in KMOD_LINKS:
         (dst_tree / "usr/sbin" / name).symlink_to("../bin/kmod")

@@ -12,9 +12,18 @@ network filesystem, which an ext4 on /dev/nbd0 is not.
 So, as a distribution's initramfs does, the agent writes a runtime ``.network`` file
 before switch_root, in /run/systemd/network (the /run it moves into the root).  Its name
 sorts first (``00-nbdroot-IFACE.network``), so networkd takes it for the interface
-instead of the root's own file: the same kind of configuration the board has (DHCP,
-asking for the address it holds, or the static address) with ``KeepConfiguration=yes``
-and ``IgnoreCarrierLoss=yes``.  A root without networkd never reads it.
+instead of the root's own file, always with ``KeepConfiguration=yes`` and
+``IgnoreCarrierLoss=yes``.  What else it says depends on who keeps the address (the
+:data:`Mode`):
+
+- ``kept``: the agent's lease keeper (:mod:`appliance.net.keeper`) renews the DHCP lease,
+  so networkd runs no DHCP client of its own on the interface (two clients would renew
+  one lease and each rewrite the address);
+- ``dhcp``: no keeper runs (it failed to start), so networkd's DHCP client takes the lease
+  over, asking for the address the board holds;
+- ``static``: the static address, gateway and DNS the board has.
+
+A root without networkd never reads it.
 
 Next to it goes a runtime ``.link`` file for udev: without it, the root's udev renames the
 interface while it is up (Linux 6.12 allows that: ``end0: renamed from eth0 (while UP)``,
@@ -25,20 +34,26 @@ longer match it.  The ``.link`` keeps the kernel's name and leaves the MAC addre
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from appliance.net.static import IPv4Config
 
 RUNTIME_DIR = Path("/run/systemd/network")
 
+Mode = Literal["kept", "dhcp", "static"]
+"""Who keeps the interface's address after switch_root (see the module's docstring)."""
 
-def network_file(iface: str, cfg: IPv4Config, *, dhcp: bool) -> str:
+
+def network_file(iface: str, cfg: IPv4Config, *, mode: Mode) -> str:
     """The ``.network`` text that keeps ``iface`` as the boot configured it."""
     lines = ["# Written by the nbdroot-imx6 initramfs: this interface carries the NBD root",
              "# disk, so networkd must never flush it (see appliance/boot/handover.py).",
              "[Match]", f"Name={iface}", "", "[Network]"]
-    if dhcp:
+    if mode == "kept":
+        lines += ["# The agent's lease keeper renews the DHCP lease of this address.",
+                  "DHCP=no"]
+    elif mode == "dhcp":
         lines.append("DHCP=ipv4")
     else:
         lines.append(f"Address={cfg.address}")
@@ -48,9 +63,9 @@ def network_file(iface: str, cfg: IPv4Config, *, dhcp: bool) -> str:
         if cfg.search:
             lines.append(f"Domains={' '.join(cfg.search)}")
     lines += ["KeepConfiguration=yes", "IgnoreCarrierLoss=yes"]
-    if dhcp:
+    if mode == "dhcp":
         lines += ["", "[DHCPv4]", f"RequestAddress={cfg.address.ip}"]
-    else:
+    elif mode == "static":
         for route in cfg.routes:
             lines += ["", "[Route]", f"Destination={route.dst}", f"Gateway={route.via}"]
     return "\n".join(lines) + "\n"
@@ -65,13 +80,13 @@ def link_file(iface: str) -> str:
         "MACAddressPolicy=none"]) + "\n"
 
 
-def write(iface: str, cfg: IPv4Config, *, dhcp: bool, directory: Path = RUNTIME_DIR) -> Path:
+def write(iface: str, cfg: IPv4Config, *, mode: Mode, directory: Path = RUNTIME_DIR) -> Path:
     """Write the runtime ``.network`` and ``.link`` for ``iface`` into ``directory``;
     the ``.network``'s path."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"00-nbdroot-{iface}"
     _replace(directory / f"{stem}.link", link_file(iface))
-    return _replace(directory / f"{stem}.network", network_file(iface, cfg, dhcp=dhcp))
+    return _replace(directory / f"{stem}.network", network_file(iface, cfg, mode=mode))
 
 
 def _replace(path: Path, text: str) -> Path:

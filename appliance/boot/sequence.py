@@ -4,13 +4,17 @@ Steps, each timed on the console (:mod:`appliance.boot.timeline`):
 
 1. config   -- load the stored settings; offer the console prompt (countdown);
 2. board    -- detect the board, ``modprobe`` the FEC's modules, check the PHY;
-3. network  -- link up, carrier, DHCP or the static address; a runtime .network in /run
-               hands the interface over to the root's systemd-networkd without a flush
-               (:mod:`appliance.boot.handover`);
+3. network  -- link up, carrier, DHCP or the static address; a DHCP lease gets its
+               keeper ('@' process, :mod:`appliance.net.keeper`) renewing it from then on;
+               a runtime .network in /run hands the interface over to the root's
+               systemd-networkd without a flush (:mod:`appliance.boot.handover`);
 4. server   -- wait until the NBD server answers over TLS-PSK (retrying with backoff:
                a wrong key or a server not started yet is reported, then retried);
 5. relay    -- ``appliance nbd attach`` in its own process ('@appliance-relay', memory
-               locked): /dev/nbd0 is served through the relay from now on;
+               locked): /dev/nbd0 is served through the relay from now on; with
+               ``nbd.path=ktls`` the kernel reads a kernel-TLS socket itself and the
+               process is only its supervisor (:mod:`appliance.ktls`), or, when the
+               kernel cannot offload TLS, the relay after all (the reason is printed);
 6. root     -- mount /dev/nbd0 on /newroot, move /dev /proc /sys /run into it;
 7. switch   -- exec ``switch_root /newroot INIT``: the relay keeps serving.
 
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from appliance.backoff import Backoff
+from appliance.boot import handover
 from appliance.boot.timeline import Timeline
 from appliance.config import BootConfig
 from appliance.deadline import Deadline
@@ -39,6 +44,7 @@ from appliance.run import run as run_tool
 from appliance.status import OVERLAY_LOWER
 
 if TYPE_CHECKING:
+    from appliance.ktls.offload import BackgroundLoad
     from appliance.net.static import IPv4Config
 
 log = logging.getLogger(__name__)
@@ -160,6 +166,58 @@ def start_relay(uri: str, boot: BootConfig, device: str) -> str:
     return f"{line} (relay pid {pid})"
 
 
+def start_ktls(uri: str, boot: BootConfig, device: str,
+               loading: BackgroundLoad | None = None) -> str:
+    """Attach ``device`` to a kernel-TLS socket in a forked supervisor ('@', hardened).
+
+    The negotiation and the offload check happen here, so a kernel that cannot take the
+    path raises KtlsUnavailable before anything is forked; the supervisor child inherits
+    the session and the TLS context (the PSK is read now, before switch_root removes its
+    file) and does NBD_CMD_CONNECT itself, so the kernel records its PID for the device.
+    """
+    from appliance.daemon import fork_root_daemon, harden
+    from appliance.errors import KtlsUnavailable
+    from appliance.ktls.supervisor import Supervisor, attach_session, open_first
+    from appliance.nbd.uri import parse_uri
+    from appliance.relay import ReconnectPolicy
+
+    if len(uri.split()) > 1:
+        raise KtlsUnavailable("nbd.uri lists replicas; failover between them is the relay's")
+    policy = ReconnectPolicy(initial=boot.retry_backoff_initial,
+                             maximum=boot.retry_backoff_max, deadline=boot.retry_deadline)
+    session, opener = open_first(parse_uri(uri), policy, loading)
+
+    def serve(ready: Callable[[str], None]) -> None:
+        harden()
+        att = attach_session(session, policy, device)
+        supervisor = Supervisor(att.index, session, opener, policy)
+        ready(f"{att.path}: attached ({session.info.size} bytes, "
+              f"{session.offload.describe()}); supervising")
+        supervisor.run()
+
+    try:
+        pid, line = fork_root_daemon(serve)
+    finally:
+        session.close()  # the supervisor has its own descriptor; the kernel its reference
+    return f"{line} (supervisor pid {pid})"
+
+
+def start_data_path(uri: str, boot: BootConfig, device: str, out: TextIO,
+                    loading: BackgroundLoad | None = None) -> str:
+    """The root disk's data path by ``nbd.path``; kTLS falls back to the relay, saying why.
+
+    ``loading``: the kTLS modules' modprobe, started right after the config step."""
+    from appliance.errors import KtlsUnavailable
+
+    if boot.nbd_path == "ktls":
+        try:
+            return start_ktls(uri, boot, device, loading)
+        except KtlsUnavailable as exc:
+            print(f"nbdroot: kTLS path unavailable: {exc}; using the relay", file=out,
+                  flush=True)
+    return start_relay(uri, boot, device)
+
+
 def wait_for_device(device: str, timeout: float = DEVICE_WAIT_S) -> None:
     """Wait until the kernel reports a non-zero size for ``device``."""
     size = Path("/sys/block") / Path(device).name / "size"
@@ -240,12 +298,13 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
         with tl.step("config") as step:
             boot = configure_at_boot(open_store(opts.config), tester=test_connection)
             step.detail = boot.nbd_uri or ""
+        loading = _ktls_modules(boot)
         _bring_up(tl, boot)
         uri = write_key(boot)
         with tl.step("server") as step:
             step.detail = wait_for_server(uri, boot, out)
         with tl.step("relay") as step:
-            step.detail = start_relay(uri, boot, opts.device)
+            step.detail = start_data_path(uri, boot, opts.device, out, loading)
             wait_for_device(opts.device)
         with tl.step("root") as step:
             mount_root(opts.device, opts.init, boot.root_mode, boot.root_overlay_size)
@@ -255,6 +314,15 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
     finally:
         _save(tl)
     return opts.init
+
+
+def _ktls_modules(boot: BootConfig) -> BackgroundLoad | None:
+    """With nbd.path=ktls: start loading the kernel's TLS now, beside the bring-up."""
+    if boot.nbd_path != "ktls":
+        return None
+    from appliance.ktls.offload import BackgroundLoad
+
+    return BackgroundLoad()
 
 
 def _bring_up(tl: Timeline, boot: BootConfig) -> None:
@@ -268,24 +336,44 @@ def _bring_up(tl: Timeline, boot: BootConfig) -> None:
         found = board_up(iface=boot.net_interface, phy=phy, profile=profile)
         step.detail = f"{found.profile.name}, PHY {found.selection.phy.describe()}"
     with tl.step("network") as step:
-        static = network_config(boot)
-        result = net_up(boot.net_interface, static)
+        result = net_up(boot.net_interface, network_config(boot))
         step.detail = f"{result.iface} {result.config.address}"
-        _hand_over(result.iface, result.config, dhcp=static is None)
+        kept = False
+        if boot.net_mode == "dhcp":  # a static address has no lease to keep
+            line, kept = _keep_lease(result.iface, result.config)
+            step.detail += "; " + line
+        _hand_over(result.iface, result.config,
+                   mode="kept" if kept else "dhcp" if boot.net_mode == "dhcp" else "static")
 
 
-def _hand_over(iface: str, cfg: IPv4Config, *, dhcp: bool) -> None:
-    """The runtime .network that keeps the root's networkd off the root's interface."""
-    from appliance.boot import handover
+def _keep_lease(iface: str, cfg: IPv4Config) -> tuple[str, bool]:
+    """Start the lease keeper: (what to report, whether it runs).  A failure is reported;
+    the root's networkd then renews the lease (see :func:`_hand_over`)."""
+    from appliance.net.keeper import start
 
+    began = time.monotonic()
     try:
-        handover.write(iface, cfg, dhcp=dhcp)
+        line = start(iface, cfg)[1]
+        return f"{line}, started in {time.monotonic() - began:.1f} s", True
+    except ApplianceError as exc:
+        log.error("no lease keeper: %s", exc)
+        return f"LEASE NOT KEPT ({exc})", False
+
+
+def _hand_over(iface: str, cfg: IPv4Config, *, mode: handover.Mode) -> None:
+    """The runtime .network that keeps the root's networkd off the root's interface."""
+    try:
+        handover.write(iface, cfg, mode=mode)
     except OSError as exc:
         log.warning("cannot write the network hand-over for the root (%s): %s", iface, exc)
 
 
 def _save(tl: Timeline) -> None:
+    """Write the timeline where ``appliance status`` reads it after switch_root: once the
+    root step has moved /run into /newroot, the initramfs's own /run is an empty
+    directory, and only /newroot/run/nbdroot is the /run the root will see."""
+    moved = Path(NEWROOT) / RUN_DIR.relative_to("/")
     try:
-        tl.save(str(RUN_DIR / "timeline.json"))
+        tl.save(str((moved if moved.is_dir() else RUN_DIR) / "timeline.json"))
     except OSError as exc:
         log.warning("cannot save the boot timeline: %s", exc)

@@ -7,16 +7,14 @@ Owns the command line and the human/JSON output; the work is done by
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import operator
 import re
 import sys
 import threading
 import time
 from typing import Any
 
-from appliance.errors import UsageError
+from appliance.errors import ApplianceError, UsageError
 
 URI_HELP = ("NBD URI: nbd://HOST[:PORT]/EXPORT, nbds://USER@HOST/EXPORT?tls-psk-file=FILE, "
             "nbd+unix:///EXPORT?socket=PATH (TLS: nbds+unix://)")
@@ -230,22 +228,13 @@ def _with_export(text: str, name: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(name, safe="")))
 
 
-MAP_NAMES = {"base:allocation": {0: "data", 1: "hole", 2: "zero", 3: "hole,zero"}}
-
-
-def _describe(context: str, flags: int) -> str:
-    if context in MAP_NAMES:
-        return MAP_NAMES[context].get(flags, f"{flags}")
-    if context.startswith("qemu:dirty-bitmap:"):
-        return "dirty" if flags & 1 else "clean"
-    if context == "qemu:allocation-depth":
-        return {0: "absent", 1: "local"}.get(flags, f"backing depth {flags}")
-    return ""
-
-
 def _print_map(uri: Any, context: str, as_json: bool) -> int:
+    from appliance.cli.nbd_map import MapWriter
     from appliance.client import connect
+    from appliance.client.extents import walk
 
+    if sys.stdout is None:  # Python found file descriptor 1 closed at start-up
+        raise ApplianceError("cannot write to standard output: it is closed")
     with connect(uri, meta_contexts=(context,)) as conn:
         if not conn.info.structured_replies:
             raise UsageError(f"{uri.address}: the server does not do structured replies, so "
@@ -253,65 +242,11 @@ def _print_map(uri: Any, context: str, as_json: bool) -> int:
         if context not in conn.info.meta_contexts:
             raise UsageError(f"{uri.address}: the server does not offer metadata context "
                              f"{context!r} ({uri})")
-        offsets, lengths, types = _collect_map(conn, context)
-    names = {t: _describe(context, t) for t in set(types)}
-    out = sys.stdout
-    if as_json:  # the layout of json.dumps(rows, indent=2), without building a million dicts
-        quoted = {t: json.dumps(d, ensure_ascii=False) for t, d in names.items()}
-        rows = ",\n".join(
-            f'  {{\n    "offset": {o},\n    "length": {n},\n    "type": {t},\n'
-            f'    "description": {quoted[t]}\n  }}' for o, n, t in
-            zip(offsets, lengths, types, strict=True))
-        out.write(f"[\n{rows}\n]\n" if rows else "[]\n")
-        return 0
-    # Rows as "%20d %20d %4d  %s": per-column C-level maps (a million rows), lengths and
-    # type columns formatted once per distinct value.
-    tails = {t: f"{t:>4}  {d}\n" for t, d in names.items()}
-    for start in range(0, len(offsets), MAP_BATCH):  # bounded memory for the text
-        end = start + MAP_BATCH
-        lens = lengths[start:end]
-        length_text = {n: f"{n:>20} " for n in set(lens)}
-        out.write("".join(itertools.chain.from_iterable(zip(
-            map("%20d ".__mod__, offsets[start:end]), map(length_text.__getitem__, lens),
-            map(tails.__getitem__, types[start:end]), strict=True))))
+        rows = MapWriter(sys.stdout, context, as_json=as_json)
+        for offset, extents in walk(conn, context):  # in order, clipped, without gaps
+            rows.add(offset, extents)
+        rows.finish()
     return 0
-
-
-MAP_BATCH = 1 << 16  # text rows per write
-
-
-def _collect_map(conn: Any, context: str) -> tuple[list[int], list[int], list[int]]:
-    """(offsets, lengths, types) of the whole export, adjacent same-type extents merged.
-
-    A reply can describe a million extents: the per-extent work is done by C-level
-    ``map``/``accumulate`` calls, with a plain loop only where extents need merging.
-    """
-    from appliance.client.extents import walk
-
-    lengths: list[int] = []
-    types: list[int] = []
-    for _, extents in walk(conn, context):  # in order, clipped, without gaps
-        lens = list(map(_LENGTH, extents))
-        flags = list(map(_FLAGS, extents))
-        if (types and flags[0] == types[-1]) or any(map(operator.eq, flags, flags[1:])):
-            _merge_into(lengths, types, lens, flags)
-        else:
-            lengths += lens
-            types += flags
-    offsets = list(itertools.accumulate(lengths, initial=0))[:-1]
-    return offsets, lengths, types
-
-
-_LENGTH, _FLAGS = operator.itemgetter(0), operator.itemgetter(1)
-
-
-def _merge_into(lengths: list[int], types: list[int], lens: list[int], flags: list[int]) -> None:
-    for n, t in zip(lens, flags, strict=True):
-        if types and types[-1] == t:
-            lengths[-1] += n
-        else:
-            lengths.append(n)
-            types.append(t)
 
 
 # ----------------------------------------------------------------------------- list

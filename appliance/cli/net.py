@@ -50,11 +50,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     k = sub.add_parser(
         "keep-lease", help="get a DHCP lease on an up interface and keep renewing it",
         description="Get a DHCP lease (the address is not applied; `net up` does that) and "
-        "renew it at half its time, asking for the same address, until stopped.")
+        "start the lease keeper the boot starts: a '@' process renewing it at T1 (unicast), "
+        "rebinding at T2 (broadcast) and asking for the same address again if it lapses, "
+        "never removing it; its state goes to RUN_DIR/lease.json (`appliance status`). "
+        "The keeper runs in its own session, as at boot: Ctrl-C here leaves it running; "
+        "stop it with kill PID (the pid is printed), renew at once with kill -USR1 PID.")
     k.add_argument("--iface", default="eth0", help="interface (default: eth0)")
     k.add_argument("--dhcp-timeout", type=float, default=30.0, metavar="S",
                    help="first lease within S seconds (default 30)")
     k.add_argument("--rounds", type=int, metavar="N", help="stop after N renewals")
+    k.add_argument("--run-dir", type=Path, default=Path("/run/nbdroot"),
+                   help="where the state file lease.json goes (default: /run/nbdroot)")
+    k.add_argument("--detach", action="store_true",
+                   help="return once the keeper runs (default: wait until it ends)")
     k.set_defaults(func=_keep_lease)
 
 
@@ -90,14 +98,19 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _keep_lease(args: argparse.Namespace) -> int:
-    from appliance.net import dhcp, lease
+    import os
+
+    from appliance.net import dhcp, keeper
 
     if args.rounds is not None and args.rounds < 1:
         raise UsageError("--rounds must be at least 1")
     cfg = dhcp.obtain(args.iface, args.dhcp_timeout)
     print(f"{args.iface}: lease of {cfg.address} for {cfg.lease_s} s", flush=True)
-    lease.keep(args.iface, cfg, lambda line: print(line, flush=True), rounds=args.rounds)
-    return 0
+    pid, line = keeper.start(args.iface, cfg, run_dir=args.run_dir, rounds=args.rounds)
+    print(line, flush=True)
+    if args.detach:
+        return 0
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _status(args: argparse.Namespace) -> int:

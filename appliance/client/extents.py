@@ -9,7 +9,6 @@ moves on; every follow-up starts further on, so the walk ends.
 
 from __future__ import annotations
 
-import operator
 from collections import deque
 from collections.abc import Iterator
 
@@ -18,7 +17,7 @@ from appliance.nbd import (
     NBD_CMD_BLOCK_STATUS,
     BlockStatus,
     ClientTransmissionEvent,
-    Extent,
+    Extents,
     Request,
 )
 
@@ -33,7 +32,7 @@ class _Window:
 
     def __init__(self, conn: Connection, context: str, offset: int, length: int) -> None:
         self.offset, self.length, self.context = offset, length, context
-        self.extents: tuple[Extent, ...] = ()
+        self.extents = Extents()
         self.done = False
         self.cookie = conn.submit(Request(NBD_CMD_BLOCK_STATUS, offset, length), self._chunk)
 
@@ -43,7 +42,7 @@ class _Window:
 
 
 def walk(conn: Connection, context: str, *, window: int = WINDOW,
-         depth: int = DEPTH) -> Iterator[tuple[int, tuple[Extent, ...]]]:
+         depth: int = DEPTH) -> Iterator[tuple[int, Extents]]:
     """Yield ``(offset, extents)`` in order until the extents cover the whole export.
 
     Extents are clipped to their window (servers may describe past what was asked), so
@@ -72,25 +71,9 @@ def walk(conn: Connection, context: str, *, window: int = WINDOW,
         if not head.extents:
             raise ProtocolError(f"{conn.uri.address}: no {context} extents at offset "
                                 f"{head.offset} ({conn.uri})")
-        extents, covered = _clip(head.extents, head.length)
+        extents = head.extents.clip(head.length)
+        covered = extents.length
         yield head.offset, extents
         if covered < head.length:  # described less than asked: ask again for the rest
             queue.appendleft(_Window(conn, context, head.offset + covered,
                                      head.length - covered))
-
-
-def _clip(extents: tuple[Extent, ...], length: int) -> tuple[tuple[Extent, ...], int]:
-    """``extents`` cut at ``length`` bytes, and how many bytes they now cover."""
-    covered = sum(map(_LENGTH, extents))
-    if covered <= length:
-        return extents, covered
-    kept = list(extents)
-    excess = covered - length
-    while excess >= kept[-1].length:  # the core ensures the first extents stay inside
-        excess -= kept.pop().length
-    if excess:
-        kept[-1] = Extent(kept[-1].length - excess, kept[-1].flags)
-    return tuple(kept), length
-
-
-_LENGTH = operator.itemgetter(0)

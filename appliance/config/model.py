@@ -110,6 +110,7 @@ class BootConfig:
     """Typed settings for the boot; field names are the keys with '.'/'-' as '_'."""
 
     nbd_uri: str | None
+    nbd_path: str
     psk_identity: str
     psk_key: bytes | None = field(repr=False)
     net_interface: str

@@ -260,6 +260,16 @@ def parse_root_mode(text: str) -> str:
     return text
 
 
+NBD_PATHS = ("relay", "ktls")
+
+
+def parse_nbd_path(text: str) -> str:
+    """Which data path serves the root disk: ``relay`` or ``ktls``."""
+    if text.lower() not in NBD_PATHS:
+        raise ValueError(f"must be one of {', '.join(NBD_PATHS)}")
+    return text.lower()
+
+
 def parse_tmpfs_size(text: str) -> str:
     """A tmpfs ``size=``: a number with k/M/G, or 1-100 % of RAM."""
     if TMPFS_SIZE.fullmatch(text) is None:

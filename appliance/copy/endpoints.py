@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from appliance.client import Connection, connect
 from appliance.errors import ApplianceError, UsageError
 from appliance.nbd import NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES, Request
+from appliance.nbd.pieces import cut, first_piece, piece_size
 from appliance.nbd.uri import NBDURI, parse_uri
 
 from .zeroes import runs as zero_runs
@@ -188,15 +189,16 @@ class Writer:
     """How one worker writes to the destination (NBD writes are pipelined).
 
     ``write`` detects zero blocks (like nbdcopy ``-S``): they become holes or
-    WRITE_ZEROES, never data.  Every NBD request is split to the destination's maximum
-    block size.
+    WRITE_ZEROES, never data.  Every NBD request is cut to the destination's block-size
+    limits by :func:`appliance.nbd.pieces.cut`, as the relay cuts kernel requests.
     """
 
     def __init__(self, dest: Endpoint, max_requests: int) -> None:
         self.dest = dest
         self.max_requests = max_requests
         self.conn = dest.connection() if dest.kind == "nbd" else None
-        self.max_block = self.conn.info.max_block_size if self.conn is not None else ZERO_CHUNK
+        # Longest NBD request: the server's maximum, on its preferred block size.
+        self.piece = piece_size(self.conn.info) if self.conn is not None else ZERO_CHUNK
         self._pending: dict[int, bytes] = {}  # stdout: offset -> data, written in order
         self._next = 0
 
@@ -215,14 +217,13 @@ class Writer:
     def _write_data(self, offset: int, data: bytes | memoryview) -> None:
         kind = self.dest.kind
         if kind == "nbd":
-            step = self.max_block
-            if len(data) <= step:
+            if first_piece(offset, len(data), self.piece) == len(data):
                 self._submit(Request(NBD_CMD_WRITE, offset, len(data), data=data))
                 return
             view = memoryview(data)
-            for pos in range(0, len(view), step):
-                piece = view[pos:pos + step]
-                self._submit(Request(NBD_CMD_WRITE, offset + pos, len(piece), data=piece))
+            for pos, n in cut(offset, len(data), self.piece):
+                piece = view[pos - offset:pos - offset + n]
+                self._submit(Request(NBD_CMD_WRITE, pos, n, data=piece))
         elif kind == "file":
             assert self.dest.fd is not None
             _pwrite_all(self.dest.fd, data, offset, self.dest.name)
@@ -237,9 +238,8 @@ class Writer:
         if kind == "nbd":
             assert self.conn is not None
             if self.conn.info.can_write_zeroes:
-                step, end = self.max_block, offset + length
-                for off in range(offset, end, step):
-                    self._submit(Request(NBD_CMD_WRITE_ZEROES, off, min(step, end - off)))
+                for pos, n in cut(offset, length, self.piece):
+                    self._submit(Request(NBD_CMD_WRITE_ZEROES, pos, n))
                 return
         for off in range(offset, offset + length, ZERO_CHUNK):
             self._write_data(off, _ZERO_BUFFER[:min(ZERO_CHUNK, offset + length - off)])

@@ -1,10 +1,17 @@
-"""Request-size limits of an attached ``/dev/nbdN``, so the kernel never sends the relay a
-request larger than the export's maximum block size (which the server would refuse).
+"""Lowering an attached ``/dev/nbdN``'s request-size limits to the export's maximum block size.
 
-Owns the two queue limits sysfs lets us lower after NBD_CMD_CONNECT: ``max_sectors_kb``
-(reads and writes; at most ``max_hw_sectors_kb``, at least one page) and
-``discard_max_bytes`` (trims; only where the device discards at all).  The netlink family
-has no attribute for either, so they are written to ``/sys/block/nbdN/queue``.
+Owns :func:`apply_max_request`, which :mod:`appliance.kernel.attach` calls as soon as the
+device is set up (netlink: right after NBD_CMD_CONNECT; ioctl: before NBD_DO_IT, so
+before any request) when the export says how long a request may be.  It writes two
+queue limits in ``/sys/block/nbdN/queue`` (the nbd netlink family has no attribute for
+either): ``max_sectors_kb`` for reads and writes (never above ``max_hw_sectors_kb``,
+never below one page: a smaller maximum is a KernelError) and ``discard_max_bytes`` for
+trims (only where the device discards at all).  Limits are only ever lowered.
+
+This keeps the kernel's READ/WRITE/TRIM requests whole on the wire in the common case;
+it is not what makes oversized requests safe: the kernel bounds WRITE_ZEROES by neither
+limit, so the relay still cuts any request longer than the server's maximum into pieces
+(:mod:`appliance.relay.split`).
 """
 
 from __future__ import annotations

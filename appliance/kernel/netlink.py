@@ -117,6 +117,15 @@ class ConnectRequest:
     client_flags: int = 0
 
 
+class NetlinkRequestError(KernelError):
+    """The kernel refused a request; ``code`` is its errno (ENOSPC from RECONFIGURE: no
+    socket of the device is dead)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class FamilyMissing(KernelError):
     """The kernel has no ``nbd`` generic-netlink family (old kernel or no driver)."""
 
@@ -193,8 +202,8 @@ class NBDNetlink:
             replies: tuple[nbdmsg, ...] = self._sock.nlm_request(
                 msg, msg_type=self._sock.prid, msg_flags=NLM_F_REQUEST | NLM_F_ACK)
         except NetlinkError as exc:
-            raise KernelError(f"nbd netlink {what} failed: {exc.args[-1]} "
-                              f"(errno {exc.code}); see dmesg") from exc
+            raise NetlinkRequestError(f"nbd netlink {what} failed: {exc.args[-1]} "
+                                      f"(errno {exc.code}); see dmesg", exc.code) from exc
         return replies
 
     def connect(self, req: ConnectRequest) -> int:
@@ -231,13 +240,29 @@ class NBDNetlink:
                 result.update(parse_status(reply))
         return result
 
+    def watch_link_dead(self) -> None:
+        """Join the multicast group that carries NBD_CMD_LINK_DEAD."""
+        self._sock.add_membership(NBD_GENL_MCAST_GROUP_NAME)
+
+    def fileno(self) -> int:
+        """The netlink socket's descriptor, to poll for events."""
+        fd: int = self._sock.fileno()
+        return fd
+
+    def link_dead_indexes(self) -> list[int]:
+        """Read one batch of multicast messages (blocks until one arrives); the index of
+        each device whose link died."""
+        found = []
+        for msg in self._sock.get():
+            if msg.get("cmd") == NBD_CMD_LINK_DEAD:
+                index = msg.get_attr("NBD_ATTR_INDEX")
+                log.warning("kernel reports the link of nbd%s dead", index)
+                if index is not None:
+                    found.append(int(index))
+        return found
+
     def link_dead_events(self) -> Iterator[int]:
         """Join the multicast group; yield the index of each device whose link died."""
-        self._sock.add_membership(NBD_GENL_MCAST_GROUP_NAME)
+        self.watch_link_dead()
         while True:
-            for msg in self._sock.get():
-                if msg.get("cmd") == NBD_CMD_LINK_DEAD:
-                    index = msg.get_attr("NBD_ATTR_INDEX")
-                    log.warning("kernel reports the link of nbd%s dead", index)
-                    if index is not None:
-                        yield int(index)
+            yield from self.link_dead_indexes()

@@ -417,5 +417,9 @@ BLOCK_STATUS_EXTENT: Final = struct.Struct("!II")
 # NBD_REPLY_TYPE_BLOCK_STATUS_EXT: context id u32, count u32, then extents (length u64, flags u64).
 BLOCK_STATUS_EXT_HEAD: Final = struct.Struct("!II")
 BLOCK_STATUS_EXT_EXTENT: Final = struct.Struct("!QQ")
+# The extents' words as array typecodes (unsigned, network byte order on the wire), for
+# decoding a whole payload at once: u32 for BLOCK_STATUS, u64 for BLOCK_STATUS_EXT.
+BLOCK_STATUS_WORD: Final = "I"
+BLOCK_STATUS_EXT_WORD: Final = "Q"
 # NBD_REPLY_TYPE_ERROR: error u32, message length u16, message (ERROR_OFFSET: then offset u64).
 ERROR_HEAD: Final = struct.Struct("!IH")

@@ -14,7 +14,9 @@ from its header, before it is buffered.
 
 from __future__ import annotations
 
-import functools
+import struct
+import sys
+from array import array
 from collections.abc import Mapping
 from errno import EINVAL
 from types import MappingProxyType
@@ -28,7 +30,7 @@ from appliance.nbd.events import (
     ConnectionClosed,
     ErrorChunk,
     ExportInfo,
-    Extent,
+    Extents,
     ReadData,
     ReadHole,
     ReplyDone,
@@ -37,7 +39,21 @@ from appliance.nbd.events import (
 from appliance.nbd.ranges import Ranges
 from appliance.nbd.receiver import EventReceiver
 
-_make_extent = functools.partial(tuple.__new__, Extent)  # Extent from a (length, flags) tuple
+
+def _word(code: str, extent: struct.Struct) -> str:
+    """``code``, checked to be the array typecode of half an extent on this platform."""
+    if array(code).itemsize * 2 != extent.size:
+        raise RuntimeError(f"array typecode {code!r} does not fit {extent.format!r} here")
+    return code
+
+
+# Block-status payloads are decoded whole into arrays: (typecode, payload head) per layout.
+_EXTENT_WORDS: Final = {
+    False: (_word(proto.BLOCK_STATUS_WORD, proto.BLOCK_STATUS_EXTENT), proto.U32),
+    True: (_word(proto.BLOCK_STATUS_EXT_WORD, proto.BLOCK_STATUS_EXT_EXTENT),
+           proto.BLOCK_STATUS_EXT_HEAD),
+}
+_SWAP: Final = sys.byteorder == "little"  # the wire is big-endian
 
 MAX_BLOCK_STATUS_PAYLOAD: Final = 4 * 1024 * 1024  # qemu sends at most 1 MiB of extents
 MAX_SMALL_CHUNK: Final = 64 * 1024  # error chunks: 4096-byte message + fields
@@ -483,12 +499,10 @@ class ClientTransmission(EventReceiver[ClientTransmissionEvent]):
         if extended != self._extended:
             raise ProtocolError(f"{name} chunk although extended headers were "
                                 + ("not " if extended else "") + "negotiated")
-        if extended:
-            head, item = proto.BLOCK_STATUS_EXT_HEAD, proto.BLOCK_STATUS_EXT_EXTENT
-        else:
-            head, item = proto.U32, proto.BLOCK_STATUS_EXTENT
-        count, rest = divmod(len(payload) - head.size, item.size)
-        if len(payload) < head.size + item.size or rest:
+        code, head = _EXTENT_WORDS[extended]
+        words = array(code)
+        count, rest = divmod(len(payload) - head.size, 2 * words.itemsize)
+        if count < 1 or rest:
             raise ProtocolError(f"{name} of {len(payload)} bytes is not a context id and "
                                 f"whole extents")
         fields = head.unpack_from(payload)
@@ -503,20 +517,24 @@ class ClientTransmission(EventReceiver[ClientTransmissionEvent]):
             raise ProtocolError(f"two block status chunks for context {context!r} in "
                                 f"{p.describe()}")
         p.contexts.add(cid)
-        extents = tuple(map(_make_extent, item.iter_unpack(payload[head.size:])))
+        with memoryview(payload) as view:
+            words.frombytes(view[head.size:])
+        if _SWAP:
+            words.byteswap()
+        extents = Extents(words)
         self._check_extents(p, extents, context)
         self._events.append(BlockStatus(p.cookie, cid, context, extents))
 
     @staticmethod
-    def _check_extents(p: _Pending, extents: tuple[Extent, ...], context: str) -> None:
-        lengths = [e[0] for e in extents]
-        if 0 in lengths:
+    def _check_extents(p: _Pending, extents: Extents, context: str) -> None:
+        lengths = extents.lengths
+        if not all(lengths):  # a zero length (all() is the fastest scan of an array)
             raise ProtocolError(f"block status extent of length 0 for {context!r}")
         if p.flags & _REQ_ONE:
-            if len(extents) != 1 or extents[0].length > p.length:
+            if len(extents) != 1 or lengths[0] > p.length:
                 raise ProtocolError(f"block status for {context!r} breaks NBD_CMD_FLAG_REQ_ONE "
                                     f"({len(extents)} extents)")
-        elif sum(lengths) - lengths[-1] >= p.length:
+        elif extents.length - lengths[-1] >= p.length:
             raise ProtocolError(f"block status for {context!r} describes extents past the "
                                 f"end of the request")
 

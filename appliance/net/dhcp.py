@@ -9,7 +9,7 @@ bounded retries (``-t``/``-T``) and exit-on-failure (``-n``).
 udhcpc runs in the foreground and quits once bound (``-f -q -n``); its event script
 only writes the lease variables to a file (udhcpc passes our environment through), so
 the interface is configured in one place, by :mod:`appliance.net.static`.
-The lease is not renewed: the address stays until the next boot.
+Renewing the lease after that is :mod:`appliance.net.keeper`'s job.
 """
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ def parse_lease(text: str) -> IPv4Config:
         log.warning("DHCP router %s is off-link for %s; ignoring it", gateway, address)
         gateway = None
     lease = env.get("lease", "")
+    server = parse_address(env["serverid"], "DHCP server id") if env.get("serverid") else None
     return IPv4Config(address=address, gateway=gateway,
                       dns=tuple(parse_address(d, "DNS server") for d in env.get("dns", "").split()),
                       search=tuple(env.get("domain", "").split()),
-                      lease_s=int(lease) if lease.isdigit() else None)
+                      lease_s=int(lease) if lease.isdigit() else None, server=server)
 
 
 def obtain(iface: str, timeout: float = 30.0,

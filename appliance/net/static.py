@@ -31,6 +31,7 @@ class IPv4Config:
     dns: tuple[ipaddress.IPv4Address, ...] = ()
     search: tuple[str, ...] = ()
     lease_s: int | None = field(default=None, compare=False)
+    server: ipaddress.IPv4Address | None = field(default=None, compare=False)  # DHCP's
 
 
 def parse_interface(text: str) -> ipaddress.IPv4Interface:

@@ -107,6 +107,7 @@ READ_BURST = 64              # recv calls per readiness event before serving the
 # the server's maximum block size does not allow.
 KERNEL_MAX_PAYLOAD = MAX_SIMPLE_LENGTH
 _EV_R, _EV_W = selectors.EVENT_READ, selectors.EVENT_WRITE
+_TICK = Tick()  # immutable: one for every tick
 
 
 def _keepalive(sock: socket.socket) -> None:
@@ -123,6 +124,25 @@ def _keepalive(sock: socket.socket) -> None:
             sock.setsockopt(level, opt, value)
         except OSError as exc:  # pragma: no cover - an old kernel
             log.debug("setsockopt(%d, %d): %s", level, opt, exc)
+
+
+def _is_tcp(sock: socket.socket) -> bool:
+    return sock.family in (socket.AF_INET, socket.AF_INET6)
+
+
+def _ack_now(sock: socket.socket) -> None:
+    """Send the ACK of what was just read at once, not after the delayed-ACK timer.
+
+    A server that writes a reply as several TLS records without TCP_NODELAY (qemu-nbd 7.2:
+    the structured reply's chunk header, then the payload) has Nagle hold the payload
+    until the header is acknowledged, and a receiver in ping-pong mode delays that ACK
+    (40 ms): measured 44 ms per 4 KiB read against 0.24 ms with this.  TCP_QUICKACK is
+    not sticky, so it is set again after each read.
+    """
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except OSError as exc:  # pragma: no cover - a socket closing under us
+        log.debug("TCP_QUICKACK: %s", exc)
 
 
 class _Out:
@@ -198,13 +218,17 @@ class Relay:
         self._k_out = _Out()
         self._up_out = _Out()
         self._up: socket.socket | None = None
+        self._up_tcp = False  # the server connection is TCP: acknowledge reads at once
+        self._up_ssl = False  # ... and TLS: OpenSSL may hold decrypted bytes
         self._offered: socket.socket | None = None  # the connection being offered to the core
         self._up_want_write_on_read = False
         self._kernel_eof = False
         self._stopped = False
         self._k_mask = _EV_R
         self._up_mask = _EV_R
-        self._rview = memoryview(bytearray(RECV_SIZE))  # reused for every server recv
+        # One receive buffer for both sides, reused for every recv (no 1 MiB allocation per
+        # request); whatever the parsers keep, they copy before the next recv.
+        self._rview = memoryview(bytearray(RECV_SIZE))
         self._sel.register(self.kernel, _EV_R, "kernel")
         self._sel.register(self._wake_r, _EV_R, "wake")
         self._use(first.sock)
@@ -244,8 +268,13 @@ class Relay:
         core = self.core
         return core.state is RelayState.DONE and (not self._k_out.size or core.gave_up)
 
+    def _tls_pending(self) -> bool:
+        """Decrypted bytes wait inside OpenSSL (select cannot see them)."""
+        up = self._up
+        return self._up_ssl and up is not None and bool(up.pending())  # type: ignore[attr-defined]
+
     def _timeout(self) -> float | None:
-        if isinstance(self._up, ssl.SSLSocket) and self._up.pending():
+        if self._tls_pending():
             return 0.0  # decrypted bytes wait inside OpenSSL: select cannot see them
         return self.core.timeout(time.monotonic())
 
@@ -263,9 +292,11 @@ class Relay:
                     self._read_up()
             elif key.data == "wake":
                 self._on_wake()
-        if isinstance(self._up, ssl.SSLSocket) and self._up.pending():
+        if self._tls_pending():
             self._read_up()
-        self._do(self.core.handle(Tick(), time.monotonic()))
+        now = time.monotonic()
+        if self.core.timeout(now) == 0.0:  # a Tick matters only once the core says it is due
+            self._do(self.core.handle(_TICK, now))
         self._flush_kernel()
         self._interest()
 
@@ -309,22 +340,23 @@ class Relay:
     # ------------------------------------------------------------------ kernel side
 
     def _read_kernel(self) -> None:
+        view = self._rview  # shared with the server side: each read is parsed (copied) at once
         for _ in range(READ_BURST):
             try:
-                data = self.kernel.recv(RECV_SIZE)
+                n = self.kernel.recv_into(view)
             except BlockingIOError:
                 break
             except OSError as exc:
                 log.warning("kernel socket failed: %s", exc)
                 self._kernel_eof = True
                 return
-            if not data:
+            if not n:
                 log.info("the kernel closed its end of the socket")
                 self._kernel_eof = True
                 return
-            self._srv.receive_data(data)
+            self._srv.receive_data(view[:n])
             self._kernel_events()
-            if len(data) < RECV_SIZE:
+            if n < RECV_SIZE:
                 break
         self._flush_up()
         self._flush_kernel()
@@ -366,6 +398,8 @@ class Relay:
         _keepalive(sock)
         sock.setblocking(False)
         self._up = sock
+        self._up_tcp = _is_tcp(sock)
+        self._up_ssl = isinstance(sock, ssl.SSLSocket)
         self._up_out.clear()
         self._sel.register(sock, _EV_R, "up")
         self._up_mask = _EV_R
@@ -401,6 +435,7 @@ class Relay:
     def _read_up(self) -> None:
         sock, core = self._up, self.core
         assert sock is not None
+        got = False
         for _ in range(READ_BURST):
             try:
                 n = sock.recv_into(self._rview)
@@ -414,11 +449,16 @@ class Relay:
             if not n:
                 self._lost("the server closed the connection")
                 return
+            got = True
             self._do(core.handle(ServerData(self._rview[:n]), time.monotonic()))
             if self._up is None:
                 return
+            if not core.pending and not self._tls_pending():
+                break  # every reply is in: no read that would only say EAGAIN
             # No break on a short read: a TLS read returns one record (16 KiB) at a time;
             # reading until EAGAIN saves a select() per record.
+        if got and self._up_tcp:
+            _ack_now(sock)
         if self._up_want_write_on_read:
             self._up_want_write_on_read = False
             self._flush_up()

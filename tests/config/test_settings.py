@@ -141,3 +141,10 @@ def test_unset_restores_default() -> None:
     assert config.raw("net.interface") == "eth0"
     assert config.values == {}
     assert lookup("net.interface").default == "eth0"
+
+
+def test_nbd_path_defaults_to_the_relay_and_takes_ktls() -> None:
+    assert Config().raw("nbd.path") == "relay"
+    assert Config().set("nbd.path", "KTLS").raw("nbd.path") == "ktls"
+    with pytest.raises(ConfigError, match=r"nbd\.path: must be one of relay, ktls"):
+        Config().set("nbd.path", "kernel")

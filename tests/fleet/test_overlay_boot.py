@@ -40,11 +40,11 @@ WROTE = re.compile(rb"fleet-wrote: (\S+)\r?\n")
 
 
 
-def golden_with_hook(out: Path, dest: Path, tmp: Path) -> Path:
+def golden_with_hook(out: Path, dest: Path, tmp: Path, rc_local: str = RC_LOCAL) -> Path:
     subprocess.run(["cp", "--sparse=always", str(out / "rootfs.ext4"), str(dest)], check=True,
                    timeout=120)
     hook = tmp / "rc.local"
-    hook.write_text(RC_LOCAL)
+    hook.write_text(rc_local)
     debugfs(dest, f"write {hook} /etc/rc.local", write=True)
     debugfs(dest, "sif /etc/rc.local mode 0100755", write=True)
     return dest

@@ -72,8 +72,12 @@ def test_initramfs_modules_and_their_dependencies(initramfs: dict[str, newc.Entr
     dep = next(e for n, e in initramfs.items() if n.endswith("/modules.dep")).data.decode()
     modules = {line.split(":")[0].rsplit("/", 1)[-1] for line in dep.splitlines()}
     for name in ("gpio-mxc.ko", "anatop-regulator.ko", "nvmem-imx-ocotp.ko", "libphy.ko",
-                 "smsc.ko", "micrel.ko", "fec.ko", "nbd.ko", "ext4.ko", "jbd2.ko"):
-        assert name in modules
+                 "smsc.ko", "micrel.ko", "fec.ko", "nbd.ko", "ext4.ko", "jbd2.ko",
+                 # nbd.path=ktls: the ULP and the AEADs, with their dependencies
+                 "tls.ko", "chacha20poly1305.ko", "chacha-neon.ko", "poly1305-arm.ko",
+                 "libchacha.ko", "libpoly1305.ko", "gcm.ko", "ghash-arm-ce.ko",
+                 "aes-arm-bs.ko", "crypto_simd.ko", "cryptd.ko", "gf128mul.ko"):
+        assert name in modules, name
     assert all(not n.endswith(".xz") for n in initramfs)  # decompressed for kmod/kernel
     assert len(modules) < 40  # only what the list asks for, not the whole kernel
 
@@ -176,3 +180,19 @@ def test_debian_root_has_systemd_networkd_getty_autologin_and_agent(image_dir: P
     passwd = debugfs(root, "cat /etc/passwd")
     assert "systemd-network:" in passwd and "messagebus:" in passwd
     assert debugfs(root, "cat /etc/machine-id").strip() == ""  # each board makes its own
+def test_baseline_initramfs_is_debian_nbd_client_with_the_reference_init(
+        image_dir: Path, initramfs: dict[str, newc.Entry]) -> None:
+    """The anchor of ``appliance bench board``: busybox, nbd-client, the same modules."""
+    from image.baseline import BASELINE, INIT
+
+    baseline = {e.name: e for e in newc.read_gz(image_dir / BASELINE)}
+    assert baseline["init"].data == INIT.read_bytes()
+    assert baseline["init"].mode & 0o111
+    nbd_client = baseline["usr/sbin/nbd-client"].data
+    assert nbd_client[:4] == b"\x7fELF"
+    assert not any(name.startswith("usr/lib/python3") for name in baseline)
+    assert baseline["etc/appliance/modules.load"].data == \
+        initramfs["etc/appliance/modules.load"].data
+    ours = {n for n in initramfs if n.startswith("usr/lib/modules/")}
+    assert ours == {n for n in baseline if n.startswith("usr/lib/modules/")}
+    assert (image_dir / BASELINE).stat().st_size < (image_dir / "initramfs.cpio.gz").stat().st_size

@@ -66,6 +66,36 @@ def test_map_agrees_with_nbdinfo(nbd_servers, psk_file, qcow2_with_holes, contex
     assert len(text.splitlines()) == len(merged_map(json.loads(r.stdout)))
 
 
+def same_map_bytes(uri: str, context: str = "base:allocation") -> int:
+    """``info --map`` prints what nbdinfo prints, byte for byte, as text and as JSON;
+    returns the number of rows."""
+    for extra in ((), ("--json",)):
+        ours = appliance("nbd", "info", *extra, f"--map={context}", uri)
+        assert ours.returncode == 0, ours.stderr
+        assert ours.stdout == tool("nbdinfo", *extra, f"--map={context}", uri).stdout, extra
+    return len(ours.stdout.splitlines()) - 2
+
+
+def test_map_bytes_are_nbdinfo_s(nbd_servers, psk_file, tmp_path) -> None:
+    """Every context qemu-nbd offers, on a qcow2 with data, holes and a dirty bitmap."""
+    img = servers.make_image(tmp_path / "src.qcow2", SIZE, fmt="qcow2",
+                             writes=((0, os.urandom(4096)), (5 << 20, b"D" * 65536)))
+    servers.add_bitmap(img, "b0")
+    servers.qemu_io_write(img, "qcow2", 7 << 20, b"z" * 65536)
+    srv = nbd_servers.qemu_nbd(img, fmt="qcow2", allocation_depth=True, bitmap="b0",
+                               psk_file=psk_file)
+    for context in ("base:allocation", "qemu:allocation-depth", "qemu:dirty-bitmap:b0"):
+        assert same_map_bytes(srv.uri(), context) > 1, context
+
+
+def test_map_bytes_many_windows(nbd_servers) -> None:
+    """A map of several block-status windows (1 GiB each): offsets of ten digits and
+    more, and runs that a window boundary cuts in two, which both tools merge."""
+    srv = nbd_servers.nbdkit("sparse-random", "size=3G", "percent=30", "runlength=4194304",
+                             "seed=7")
+    assert same_map_bytes(srv.uri()) > 100
+
+
 def copy_both(src_uri: str, tmp: Path, *extra: str) -> tuple[bytes, Path]:
     ours, theirs = tmp / "ours.img", tmp / "theirs.img"
     r = appliance("nbd", "copy", *extra, src_uri, str(ours))

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,15 +50,14 @@ class Veth:
         ip("-n", self.server, "link", "set", "srv0", "up")
 
 
-@pytest.fixture
-def veth(tmp_path: Path) -> Iterator[Veth]:
-    if os.geteuid() != 0:
-        pytest.skip("netns tests need root (to create network namespaces)")
+@contextmanager
+def namespaces(tmp_path: Path) -> Iterator[Veth]:
+    """Two fresh namespaces joined by a veth pair, deleted on the way out."""
     n = next(_counter)
     tag = f"{os.getpid()}-{n}"
     env = Veth(client=f"appl-c-{tag}", server=f"appl-s-{tag}",
                subnet=f"192.168.{200 + n % 50}", root=tmp_path / "root")
-    env.root.mkdir()
+    env.root.mkdir(parents=True)
     (env.root / "sys").symlink_to("/sys")
     made: list[str] = []
     try:
@@ -74,6 +74,14 @@ def veth(tmp_path: Path) -> Iterator[Veth]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 
+@pytest.fixture
+def veth(tmp_path: Path) -> Iterator[Veth]:
+    if os.geteuid() != 0:
+        pytest.skip("netns tests need root (to create network namespaces)")
+    with namespaces(tmp_path) as env:
+        yield env
+
+
 @dataclass
 class Dnsmasq:
     proc: subprocess.Popen[bytes]
@@ -83,13 +91,14 @@ class Dnsmasq:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture
-def dnsmasq(veth: Veth, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Dnsmasq]:
-    """A DHCP-only dnsmasq on srv0 (DNS off: --port=0), stopped by PID afterwards.
+@contextmanager
+def dhcp_server(veth: Veth, tmp_path: Path, lease_time: str = "1h",
+                authoritative: bool = False) -> Iterator[Dnsmasq]:
+    """A DHCP-only dnsmasq on srv0 (DNS off: --port=0), stopped by PID on the way out.
 
-    Lease time 1h, or the test's indirect parameter (e.g. "2m").
+    *authoritative* adds --dhcp-authoritative: the only DHCP server of its network, it
+    answers requests for leases it does not know.
     """
-    lease_time = getattr(request, "param", "1h")
     veth.server_up()
     log = tmp_path / "dnsmasq.log"
     s = veth.subnet
@@ -97,7 +106,9 @@ def dnsmasq(veth: Veth, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
             "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0", "--user=root",
             "--interface=srv0", "--bind-interfaces", "--log-dhcp", "--log-facility=-",
             f"--dhcp-range={s}.50,{s}.60,255.255.255.0,{lease_time}", f"--dhcp-option=3,{s}.1",
-            f"--dhcp-option=6,{s}.1,{s}.2", f"--dhcp-leasefile={tmp_path / 'leases'}"]
+            f"--dhcp-option=6,{s}.1,{s}.2", f"--dhcp-leasefile={tmp_path / 'leases'}",
+            f"--pid-file={tmp_path / 'dnsmasq.pid'}",  # not /run's: they run side by side
+            *(["--dhcp-authoritative"] if authoritative else [])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
@@ -106,7 +117,7 @@ def dnsmasq(veth: Veth, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
         deadline = time.monotonic() + 10
         while "DHCP, IP range" not in server.text():  # dnsmasq's ready line
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dnsmasq did not start: {server.text()[-2000:]}")
+                raise AssertionError(f"dnsmasq did not start: {server.text()[-2000:]}")
             time.sleep(0.05)
         yield server
     finally:
@@ -117,3 +128,12 @@ def dnsmasq(veth: Veth, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+@pytest.fixture
+def dnsmasq(veth: Veth, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Dnsmasq]:
+    """:func:`dhcp_server` with lease time 1h, or the test's indirect parameter (e.g.
+    "2m"; "2m,authoritative" for an authoritative server)."""
+    lease_time, _, flag = str(getattr(request, "param", "1h")).partition(",")
+    with dhcp_server(veth, tmp_path, lease_time, flag == "authoritative") as server:
+        yield server

@@ -18,7 +18,8 @@ def image_dir() -> Path:
 
 @pytest.fixture
 def serve() -> Iterator[list[NBDServer]]:
-    """Servers a test started (append them): stopped by PID afterwards, whatever happened."""
+    """The NBD servers a test started (it appends them); each is stopped by PID afterwards,
+    whether the test passed or not."""
     started: list[NBDServer] = []
     yield started
     for server in started:

@@ -82,6 +82,8 @@ def test_the_demo_board_takes_every_command_typed(terminal: DemoTerminal) -> Non
     assert {"bin", "etc", "proc", "root", "usr"} <= set(command(terminal, "ls /").split())
     status = command(terminal, "appliance status")
     assert re.search(r"nbdroot-status: root=/dev/nbd0 relay=alive pid=\d+ argv0=@", status)
+    # the initramfs's timeline, kept in the /run the root sees
+    assert re.search(r"^\s+root\s+\d+\.\d+ s  /dev/nbd0 on /\r?$", status, re.M), status
     written = command(terminal, "echo typed by a person > /root/note; cat /root/note")
     assert written.splitlines()[-1].strip() == "typed by a person"
     assert b"password changed in future" not in terminal.io.output

@@ -38,6 +38,39 @@ def register(subparsers: Any) -> None:
                     help="runs per tool; the best counts (default 2)")
     mp.set_defaults(func=cmd_map)
     register_storm(sub)
+    register_board(sub)
+
+
+def register_board(sub: Any) -> None:
+    """Add ``appliance bench board``."""
+    from appliance.host.cli import absolute_path
+
+    bd = sub.add_parser("board", help="our boot and root disk vs Debian's nbd-client, QEMU",
+                        description="Boot the built image under qemu-system-arm -M sabrelite, "
+                        "alternately ours (the agent, TLS-PSK) and the baseline (busybox "
+                        "/init, Debian's nbd-client kernel-direct, plaintext), N times each "
+                        "on the same kernel, modules and root; print boot stages (guest "
+                        "clock), dd read/write figures on allocated data of the root disk "
+                        "and the agent's RSS: medians, min-max and ratios ours/baseline.")
+    bd.add_argument("-n", "--boots", type=int, default=3, choices=range(1, 21), metavar="N",
+                    help="boots of each (default 3)")
+    bd.add_argument("--out", type=absolute_path, default=Path("out").absolute(),
+                    help="artefacts (default ./out; built if needed)")
+    bd.add_argument("--path", help="the data path of ours (the board's nbd.path setting; "
+                    "default: the agent's own default)")
+    bd.add_argument("--plain", action="store_true", help="ours over plaintext nbd:// too "
+                    "(separates TLS's cost from the data path's)")
+    bd.add_argument("--read-mib", type=int, default=32, choices=range(1, 101), metavar="MIB",
+                    help="MiB read with dd bs=1M (default 32)")
+    bd.add_argument("--requests", type=int, default=256, choices=range(1, 4097), metavar="N",
+                    help="4 KiB requests read and written with O_DIRECT (default 256)")
+    bd.add_argument("--write-mib", type=int, default=8, choices=range(1, 65), metavar="MIB",
+                    help="MiB written with dd bs=1M oflag=direct (default 8)")
+    bd.add_argument("--qemu-nbd", metavar="PATH", help="the qemu-nbd serving both roots "
+                    "(default: the one on PATH)")
+    bd.add_argument("--keep", type=absolute_path, metavar="DIR",
+                    help="keep each boot's console log and root copy here")
+    bd.set_defaults(func=cmd_board)
 
 
 def register_storm(sub: Any) -> None:
@@ -116,6 +149,32 @@ def cmd_storm(args: argparse.Namespace) -> int:
                         lambda line: print(line, flush=True), image=args.image,
                         mode=args.root_mode, depth=args.depth, paced=args.paced)
     return 1 if any(r.errors for r in results) else 0
+
+
+def cmd_board(args: argparse.Namespace) -> int:
+    """Handler of ``appliance bench board``."""
+    from appliance.host.bench_board import (
+        BoardBenchOptions,
+        bench,
+        load_average,
+        server_version,
+    )
+    from appliance.host.bench_figures import table
+    from appliance.host.children import signals_raise
+
+    opts = BoardBenchOptions(out=args.out, boots=args.boots, read_mib=args.read_mib,
+                             requests=args.requests, write_mib=args.write_mib, path=args.path,
+                             plain=args.plain,
+                             qemu_nbd=args.qemu_nbd, keep=args.keep)
+    before = load_average()
+    with signals_raise():  # SIGTERM/SIGHUP unwind too: qemu-nbd and QEMU are ended by PID
+        runs = bench(opts, report_line)
+    label = f"ours ({args.path or 'default path'}, {'plaintext' if args.plain else 'TLS-PSK'})"
+    for line in table(runs, label):
+        print(line)
+    print(f"server: {server_version(args.qemu_nbd)}; host load average (1/5/15 min): "
+          f"{before} before, {load_average()} after")
+    return 0
 
 
 def cmd_record(args: argparse.Namespace) -> int:

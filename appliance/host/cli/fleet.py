@@ -41,6 +41,9 @@ def register(sub: Any) -> None:
     show.add_argument("name")
     show.add_argument("--uri", action="store_true",
                       help="only the URI for host-side tools (with ?tls-psk-file=)")
+    show.add_argument("--replicas", action="store_true",
+                      help="with --uri: one line per server, this one then each replica "
+                      "(overlay boards)")
     fs.add_parser("list", help="every board: export, golden version, last connection")
     reset = fs.add_parser("reset", help="start a board again from its golden version")
     reset.add_argument("name")
@@ -51,7 +54,16 @@ def register(sub: Any) -> None:
     lst = fs.add_parser("listen", help="where the servers listen (and boards reach them)")
     lst.add_argument("address", metavar="ADDR[:PORT]",
                      help="default 127.0.0.1:10809; board N is served on PORT+N")
-    for q in (add, show, fs.choices["list"], reset, remove, lst):
+    rep = fs.add_parser("replicas", help="other hosts serving a copy of this fleet",
+                        description="Hosts running 'appliance serve' on a copy of this fleet "
+                        "directory (same golden versions and keys).  Overlay boards get their "
+                        "URIs too: the printed provisioning line sets nbd.uri to every "
+                        "server's URI, space-separated, and the board's relay fails over "
+                        "between them.  No address: show them.")
+    rep.add_argument("address", nargs="*", metavar="ADDR[:PORT]",
+                     help="a replica's listen address (port: default this fleet's)")
+    rep.add_argument("--none", action="store_true", help="forget every replica")
+    for q in (add, show, fs.choices["list"], reset, remove, lst, rep):
         _fleet_arg(q)
     p.set_defaults(func=cmd_fleet)
 
@@ -83,10 +95,13 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         print(f"board {b.name}: key {fleet.psk_file(b.name)}, export '{b.name}' on port "
               f"{fleet.port(b)} ({b.mode}, golden {b.golden}); provision it with:")
         print(boards.provisioning_line(fleet, b, console=args.console))
+        if b.mode == "cow" and fleet.replicas:
+            print(f"(a cow board's writes live on this server only: the replicas serve "
+                  f"overlay boards; {b.name} is given no replica)")
     elif action == "show":
         b = fleet.require().board(args.name)
         if args.uri:
-            print(boards.uri(fleet, b))
+            print("\n".join(boards.uris(fleet, b)) if args.replicas else boards.uri(fleet, b))
         else:
             print(f"name {b.name}\nmode {b.mode}\ngolden {b.golden}\nport {fleet.port(b)}")
             print(f"key {fleet.psk_file(b.name)}\nuri {boards.uri(fleet, b)}")
@@ -104,6 +119,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         fleet.require().set_listen(Listen(host, port if port is not None else fleet.listen.port))
         print(f"servers listen on {fleet.listen.host}:{fleet.listen.port}+N; boards reach "
               f"them at {boards.board_host(fleet)}")
+    elif action == "replicas":
+        _replicas(fleet, args.address, args.none)
     elif action == "reset":
         b = boards.reset(fleet, args.name, golden_version=args.golden)
         print(f"board {b.name}: starts again from golden {b.golden}")
@@ -111,6 +128,34 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         boards.remove(fleet, args.name)
         print(f"board {args.name}: removed")
     return 0
+
+
+def _replicas(fleet: Any, addresses: list[str], forget: bool) -> None:
+    from appliance.errors import UsageError
+    from appliance.host.cli.serve import parse_listen
+    from appliance.host.fleet.state import Listen
+
+    fleet.require()
+    if forget and addresses:
+        raise UsageError("fleet replicas: give addresses or --none, not both")
+    if forget or addresses:
+        found = []
+        for text in addresses:
+            try:
+                host, port = parse_listen(text)
+            except UsageError as exc:
+                raise UsageError(str(exc).replace("--listen:", "fleet replicas:")) from None
+            found.append(Listen(host, port if port is not None else fleet.listen.port))
+        if fleet.listen in found:
+            raise UsageError("fleet replicas: this fleet's own address is not a replica")
+        fleet.set_replicas(found)
+    shown = fleet.replicas
+    if not shown:
+        print("no replicas: overlay boards are served from "
+              f"{fleet.listen.host}:{fleet.listen.port}+N only")
+    for r in shown:
+        host = f"[{r.host}]" if ":" in r.host else r.host
+        print(f"replica {host}:{r.port}+N (appliance serve on a copy of {fleet.root})")
 
 
 def cmd_golden(args: argparse.Namespace) -> int:

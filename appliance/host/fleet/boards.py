@@ -6,6 +6,11 @@ server knows no other identity) and, in mode ``cow``, a qcow2 overlay whose back
 is the golden version (the board's writes stay in its overlay).  In mode ``overlay`` the
 board is served its golden version read-only and keeps its writes in RAM (the board's
 ``root.mode=overlay``: read-only below an overlayfs with a tmpfs upper).
+
+Replicas (``appliance fleet replicas ADDR[:PORT]...``) are other hosts running
+``appliance serve`` on a copy of this fleet directory: an overlay board is given every
+replica's URI too (``nbd.uri`` lists them, space-separated, and the board's relay fails
+over between them).  A cow board is not: its writes live on one server only.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from appliance.config.psk import generate_key, write_psk_file
 from appliance.errors import UsageError
 
 from . import golden
-from .state import MODES, Board, Fleet, private_dir
+from .state import MODES, Board, Fleet, Listen, private_dir
 
 # The guest side of QEMU user networking reaches the host's 127.0.0.1 here.
 QEMU_GUEST_HOST = "10.0.2.2"
@@ -101,20 +106,35 @@ def image_of(fleet: Fleet, board: Board) -> tuple[Path, str]:
     return golden.version(fleet, board.golden).image, "raw"
 
 
-def uri(fleet: Fleet, board: Board, *, host: str | None = None, psk: bool = True) -> str:
-    """The board's NBD URI; with ``psk``, naming its key file (for host-side tools)."""
-    listen = fleet.listen
+def uri(fleet: Fleet, board: Board, *, host: str | None = None, psk: bool = True,
+        server: Listen | None = None) -> str:
+    """The board's NBD URI on ``server`` (default: this fleet's); with ``psk``, naming its
+    key file (for host-side tools)."""
+    listen = server or fleet.listen
     h = host or (LOCAL if listen.host in ANY else listen.host)
     h = f"[{h}]" if ":" in h else h
     query = "?" + urllib.parse.urlencode({"tls-psk-file": str(fleet.psk_file(board.name))},
                                          safe="/") if psk else ""
-    return f"nbds://{board.name}@{h}:{fleet.port(board)}/{board.name}{query}"
+    return f"nbds://{board.name}@{h}:{listen.port + board.slot}/{board.name}{query}"
+
+
+def servers(fleet: Fleet, board: Board) -> list[Listen]:
+    """Where ``board`` is served: this fleet's listen address, then (overlay boards) every
+    replica's."""
+    return [fleet.listen, *(fleet.replicas if board.mode == "overlay" else [])]
+
+
+def uris(fleet: Fleet, board: Board, *, psk: bool = True) -> list[str]:
+    """The board's URIs on every server of :func:`servers`, as a host-side tool uses them."""
+    return [uri(fleet, board, psk=psk, server=s) for s in servers(fleet, board)]
 
 
 def provisioning_line(fleet: Fleet, board: Board, *, console: str = "PORT",
                       host: str | None = None) -> str:
-    """The ``appliance console`` command that configures the board for its export."""
-    board_uri = uri(fleet, board, host=host or board_host(fleet), psk=False)
+    """The ``appliance console`` command that configures the board for its export (all
+    replicas' URIs, space-separated, for an overlay board)."""
+    board_uri = " ".join(uri(fleet, board, host=host or board_host(s), psk=False, server=s)
+                         for s in servers(fleet, board))
     argv = ["appliance", "console", console, "--set", f"nbd.uri={board_uri}"]
     if board.mode == "overlay":
         argv += ["--set", "root.mode=overlay"]
@@ -122,9 +142,9 @@ def provisioning_line(fleet: Fleet, board: Board, *, console: str = "PORT",
     return shlex.join(argv)
 
 
-def board_host(fleet: Fleet) -> str:
-    """The server's address as a board sees it (QEMU's 10.0.2.2 for a loopback server)."""
-    host = fleet.listen.host
+def board_host(where: Fleet | Listen) -> str:
+    """A server's address as a board sees it (QEMU's 10.0.2.2 for a loopback server)."""
+    host = where.listen.host if isinstance(where, Fleet) else where.host
     return QEMU_GUEST_HOST if host.startswith("127.") or host == "::1" else host
 
 

@@ -2,7 +2,8 @@
 
 Layout (default ``./fleet``; created 0700, refused when group or others may write it)::
 
-    fleet.json                 where the servers listen: {"listen": HOST, "port": FIRST_PORT}
+    fleet.json                 where the servers listen: {"listen": HOST, "port": FIRST_PORT,
+                               "replicas": [{"listen": HOST, "port": FIRST_PORT}, ...]}
     golden/V/image.raw         golden version V, mode 0444, never modified (see .golden)
     golden/V/version.json      its size, SHA-256, mtime and source
     boards/NAME/board.json     {"name", "mode", "golden", "slot"}: port = FIRST_PORT + slot
@@ -128,7 +129,26 @@ class Fleet:
         return Listen(str(data.get("listen", DEFAULT_LISTEN)), int(data.get("port", DEFAULT_PORT)))
 
     def set_listen(self, listen: Listen) -> None:
-        write_json(self.root / "fleet.json", {"listen": listen.host, "port": listen.port})
+        self._write_settings(listen, self.replicas)
+
+    @property
+    def replicas(self) -> list[Listen]:
+        """Other hosts serving a copy of this fleet (``appliance fleet replicas``)."""
+        path = self.root / "fleet.json"
+        found = read_json(path).get("replicas", []) if path.exists() else []
+        try:
+            return [Listen(str(r["listen"]), int(r["port"])) for r in found]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: bad replicas ({exc})") from None
+
+    def set_replicas(self, replicas: list[Listen]) -> None:
+        self._write_settings(self.listen, replicas)
+
+    def _write_settings(self, listen: Listen, replicas: list[Listen]) -> None:
+        data: dict[str, Any] = {"listen": listen.host, "port": listen.port}
+        if replicas:
+            data["replicas"] = [{"listen": r.host, "port": r.port} for r in replicas]
+        write_json(self.root / "fleet.json", data)
 
     # ------------------------------------------------------------------ boards
 

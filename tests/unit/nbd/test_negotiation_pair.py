@@ -16,6 +16,7 @@ from appliance.nbd import (
     ExportEntry,
     ExportList,
     Extent,
+    Extents,
     InfoReceived,
     MetaContextList,
     Negotiated,
@@ -95,7 +96,7 @@ def test_go_and_transmission(tls: bool, extended: bool) -> None:
     srv.reply_block_status(b, 1, [Extent(4096, 0)], done=True)
     assert drain(tx, srv.data_to_send()) == [
         ReadData(r, 512, b"x" * 1024), ReplyDone(r, NBD_CMD_READ),
-        BlockStatus(b, 1, "base:allocation", (Extent(4096, 0),)),
+        BlockStatus(b, 1, "base:allocation", Extents.of([Extent(4096, 0)])),
         ReplyDone(b, NBD_CMD_BLOCK_STATUS)]
 
 

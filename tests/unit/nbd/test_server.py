@@ -20,6 +20,7 @@ from appliance.nbd import (
     ConnectionClosed,
     ErrorChunk,
     Extent,
+    Extents,
     ReadData,
     ReadHole,
     ReplyDone,
@@ -205,7 +206,7 @@ def test_pair_sparse_read_and_block_status(extended: bool) -> None:
     pair.server.reply_data(r, 0, b"a" * 512, done=True)
     assert pair.to_client() == [
         ReadHole(r, 512, 512),
-        BlockStatus(b, 1, "base:allocation", (Extent(512, 0), Extent(1024, 3))),
+        BlockStatus(b, 1, "base:allocation", Extents.of([Extent(512, 0), Extent(1024, 3)])),
         ReplyDone(b, NBD_CMD_BLOCK_STATUS),
         ReadData(r, 1024, b"c" * 512),
         ReadData(r, 0, b"a" * 512),

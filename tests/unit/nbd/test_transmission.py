@@ -27,6 +27,7 @@ from appliance.nbd import (
     ConnectionClosed,
     ErrorChunk,
     Extent,
+    Extents,
     ReadData,
     ReadHole,
     ReplyDone,
@@ -314,8 +315,8 @@ def test_block_status_two_contexts() -> None:
                    + w.chunk(c, w.T_BS, w.bs_payload(1, [(4096, 0), (1 << 21, 3)]),
                              flags=w.DONE))
     assert events == [
-        BlockStatus(c, 2, "qemu:dirty-bitmap:b", (Extent(1 << 20, 0),)),
-        BlockStatus(c, 1, "base:allocation", (Extent(4096, 0), Extent(1 << 21, 3))),
+        BlockStatus(c, 2, "qemu:dirty-bitmap:b", Extents.of([Extent(1 << 20, 0)])),
+        BlockStatus(c, 1, "base:allocation", Extents.of([Extent(4096, 0), Extent(1 << 21, 3)])),
         ReplyDone(c, NBD_CMD_BLOCK_STATUS),
     ]
 
@@ -324,7 +325,7 @@ def test_block_status_req_one() -> None:
     tx = ClientTransmission(export(contexts={"base:allocation": 5}))
     c = tx.send(Request(NBD_CMD_BLOCK_STATUS, 0, 8192, NBD_CMD_FLAG_REQ_ONE))
     events = drain(tx, w.chunk(c, w.T_BS, w.bs_payload(5, [(4096, 2)]), flags=w.DONE))
-    assert events[0] == BlockStatus(c, 5, "base:allocation", (Extent(4096, 2),))
+    assert events[0] == BlockStatus(c, 5, "base:allocation", Extents.of([Extent(4096, 2)]))
 
 
 # ------------------------------------------------------------------ extended headers
@@ -347,8 +348,8 @@ def test_extended_read_and_block_status() -> None:
                    + w.ext_chunk(f, w.T_NONE, flags=w.DONE))
     assert events == [
         ReadData(c, 0, b"d" * 1024), ReadHole(c, 1024, 1024), ReplyDone(c, NBD_CMD_READ),
-        BlockStatus(b, 1, "base:allocation", (Extent(2**40, 3),)),
-        BlockStatus(b, 2, "qemu:dirty-bitmap:b", (Extent(2048, 1),)),
+        BlockStatus(b, 1, "base:allocation", Extents.of([Extent(2**40, 3)])),
+        BlockStatus(b, 2, "qemu:dirty-bitmap:b", Extents.of([Extent(2048, 1)])),
         ReplyDone(b, NBD_CMD_BLOCK_STATUS), ReplyDone(f, NBD_CMD_FLUSH),
     ]
 

@@ -1,0 +1,161 @@
+"""The kernel's TLS record layer (kTLS): is it there, and did OpenSSL hand a socket to it.
+
+Owns the names of the modules the kernel needs (the ``tls`` ULP and the AEADs of the suites
+a GnuTLS server picks with TLS-PSK), loading them, and reading back, per socket, what the
+kernel now encrypts: ``getsockopt(SOL_TLS, TLS_TX | TLS_RX)`` answers the installed
+``struct tls_crypto_info`` (its first two u16: version, cipher type), ENOPROTOOPT (or
+EOPNOTSUPP, by kernel version) when the socket has no TLS ULP, and EBUSY when the ULP has
+no key for that direction (net/tls/tls_main.c).  A socket the nbd driver is to read must be
+offloaded both ways.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import ssl
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.daemon import THREAD_STACK
+from appliance.errors import ApplianceError, KtlsUnavailable
+from appliance.run import run
+
+log = logging.getLogger(__name__)
+
+SOL_TLS = 282  # include/linux/socket.h
+TLS_TX = 1     # include/uapi/linux/tls.h
+TLS_RX = 2
+CRYPTO_INFO_LEN = 56  # the largest tls12_crypto_info_* (AES-GCM-256: 4 + 8 + 32 + 4 + 8)
+CIPHER_NAMES = {51: "AES-GCM-128", 52: "AES-GCM-256", 53: "AES-CCM-128",
+                54: "ChaCha20-Poly1305", 55: "SM4-GCM", 56: "SM4-CCM",
+                57: "ARIA-GCM-128", 58: "ARIA-GCM-256"}
+VERSION_NAMES = {0x0303: "TLS 1.2", 0x0304: "TLS 1.3"}
+
+# In load order: the ULP, then the AEADs; modprobe resolves each one's dependencies.
+MODULES = ("tls", "libchacha", "libpoly1305", "chacha-neon", "poly1305-arm",
+           "chacha20poly1305", "aes-arm", "aes-arm-bs", "ghash-arm-ce", "gcm")
+AVAILABLE_ULP = Path("/proc/sys/net/ipv4/tcp_available_ulp")
+
+
+def load_modules(modules: tuple[str, ...] = MODULES) -> list[str]:
+    """``modprobe`` the modules (one call; per module only if it fails, to say which);
+    the ones that did not load, each with modprobe's words.  Best effort: a kernel with
+    these built in, or without them, is told apart by :func:`kernel_has_tls` later."""
+    if _modprobe(*modules) is None:
+        return []
+    failed = [f"{name} ({why})" for name in modules if (why := _modprobe(name)) is not None]
+    if failed:
+        log.info("kTLS modules not loaded: %s", ", ".join(failed))
+    return failed
+
+
+class BackgroundLoad:
+    """:func:`load_modules` in a thread, started early in the boot: loading the AEADs runs
+    the kernel's crypto self-tests, seconds under emulation, which can overlap the board
+    and network bring-up instead of delaying the root."""
+
+    def __init__(self, modules: tuple[str, ...] = MODULES) -> None:
+        self._failed: list[str] = []
+        self._thread = threading.Thread(target=self._load, args=(modules,),
+                                        name="ktls-modules", daemon=True)
+        # A small stack: glibc keeps an ended thread's stack for reuse, and the supervisor,
+        # forked from this process, locks every page it has (8 MiB by default).
+        default = threading.stack_size(THREAD_STACK)
+        try:
+            self._thread.start()
+        finally:
+            threading.stack_size(default)
+
+    def _load(self, modules: tuple[str, ...]) -> None:
+        self._failed = load_modules(modules)
+
+    def wait(self) -> list[str]:
+        """Until modprobe is done (it has its own timeout); the modules that failed."""
+        self._thread.join()
+        return self._failed
+
+
+def _modprobe(*names: str) -> str | None:
+    """None when ``modprobe -a NAMES`` loaded them all, else what went wrong."""
+    try:
+        done = run(["modprobe", "-a", *names], check=False, timeout=120.0)
+    except ApplianceError as exc:
+        return str(exc)
+    if done.returncode == 0:
+        return None
+    return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else str(done.returncode)
+
+
+def kernel_has_tls(available: Path = AVAILABLE_ULP) -> bool:
+    """Whether the kernel offers the ``tls`` TCP upper-layer protocol now."""
+    try:
+        return "tls" in available.read_text().split()
+    except OSError:
+        return False
+
+
+def enable(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """Ask OpenSSL to hand the record layer to the kernel after the handshake."""
+    ktls = getattr(ssl, "OP_ENABLE_KTLS", 0)
+    if not ktls:
+        raise KtlsUnavailable("this Python's ssl has no OP_ENABLE_KTLS (needs 3.12 and "
+                              "OpenSSL 3)")
+    ctx.options |= ktls
+    return ctx
+
+
+@dataclass(frozen=True)
+class Direction:
+    """What the kernel does for one direction of a socket: a cipher, or why not."""
+
+    cipher: str | None
+    why_not: str = ""
+
+    def __str__(self) -> str:
+        return self.cipher or f"not offloaded ({self.why_not})"
+
+
+@dataclass(frozen=True)
+class Offload:
+    """Both directions of one socket."""
+
+    tx: Direction
+    rx: Direction
+
+    @property
+    def complete(self) -> bool:
+        return self.tx.cipher is not None and self.rx.cipher is not None
+
+    def describe(self) -> str:
+        if self.tx.cipher is not None and self.tx.cipher == self.rx.cipher:
+            return f"kTLS {self.tx.cipher} both ways"
+        return f"kTLS send {self.tx}, receive {self.rx}"
+
+
+def crypto_info(raw: bytes) -> str:
+    """``TLS 1.3 ChaCha20-Poly1305`` from the head of a ``struct tls_crypto_info``."""
+    version, cipher = struct.unpack_from("=HH", raw)
+    return (f"{VERSION_NAMES.get(version, hex(version))} "
+            f"{CIPHER_NAMES.get(cipher, f'cipher {cipher}')}")
+
+
+def direction(sock: socket.socket, which: int) -> Direction:
+    """What the kernel holds for ``which`` (TLS_TX or TLS_RX) of ``sock``."""
+    try:
+        raw = sock.getsockopt(SOL_TLS, which, CRYPTO_INFO_LEN)
+    except OSError as exc:
+        if exc.errno in (errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+            return Direction(None, "no TLS ULP on the socket")
+        if exc.errno == errno.EBUSY:
+            return Direction(None, "OpenSSL kept this direction in user space")
+        return Direction(None, exc.strerror or str(exc))
+    return Direction(crypto_info(raw))
+
+
+def offload_of(sock: socket.socket) -> Offload:
+    """What the kernel encrypts and decrypts for ``sock`` (an SSLSocket's fd will do)."""
+    return Offload(direction(sock, TLS_TX), direction(sock, TLS_RX))

@@ -1,0 +1,223 @@
+"""The root disk on the kernel-TLS path (``nbd.path=ktls``): booted, measured, kept across a
+server kill.
+
+Real QEMU (-M sabrelite), the real initramfs, a real TLS-PSK qemu-nbd on 127.0.0.1.  The
+root image gets 32 MiB of random bytes appended after its filesystem: a region no one
+writes, of dense data, whose sha256 the host knows.  The root's /etc/rc.local (written
+with debugfs, as console input is not needed) then
+
+* shows the kernel's TLS counters and which process serves the device;
+* hashes the region, and measures ``dd bs=1M`` (cold cache) and ``dd bs=4k
+  iflag=direct`` on it through the kTLS device -- with NBDROOT_KTLS_COMPARE=1 also through
+  the relay on /dev/nbd1 (``appliance nbd attach``, same server and region), twice each,
+  alternating; and writes 16 MiB to a scratch file with ``oflag=direct``;
+* reads 4 MiB of the region over and over, and writes a file, for 30 s, during which the host
+  kills qemu-nbd with SIGKILL and restarts it: every read must hash right, the file must
+  read back identical, and dmesg must show no I/O error;
+* prints the supervisor's and the relay's RSS and the kernel's nbd lines, and powers off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from appliance.host.demo import EXPORT, IDENTITY, ROOT_OK, guest_uri
+from appliance.host.servers import NBDServer, start_qemu_nbd
+from image.qemu import QemuBoard
+from tests.figures import figure
+from tests.image_artefacts import debugfs
+from tests.system.agent_boot import boot, psk_settings, raw_root, start_root_server
+from tests.system.tls_proxy import TLSProxy
+
+pytestmark = [pytest.mark.slow, pytest.mark.system]
+
+BOOT_TIMEOUT = 420.0
+REGION_MIB = 32
+LOAD_S = 30
+# NBDROOT_KTLS_COMPARE=1: also measure the relay in the same boot (about 3 minutes more).
+COMPARE = os.environ.get("NBDROOT_KTLS_COMPARE") == "1"
+
+RC_LOCAL = """#!/bin/sh
+# Written by tests/system/test_ktls_boot.py: measure, load through a server kill, verify.
+say() { echo "rc.local: $*"; }
+n=@REGION@
+skip=$(( $(cat /sys/block/nbd0/size) / 2048 - n ))  # the region: the last $n MiB
+region() {  # DEVICE [MiB]: sha256 of the region (or its first MiB), read past the cache
+    dd if="$1" bs=1M skip=$skip count=${2:-$n} iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1
+}
+rate() { tail -n 1 | sed 's/.*, //'; }
+cold() {
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    dd if="$1" of=/dev/null bs=1M skip=$skip count=$n 2>&1 | rate
+}
+direct() { dd if="$1" of=/dev/null bs=4k skip=$((skip * 256)) count=50 iflag=direct 2>&1 | rate; }
+pid() { cat "/sys/block/$1/pid"; }
+rss() { grep VmRSS "/proc/$(pid "$1")/status" | tr -s ' \\t' ' '; }
+say "TLS $(grep -E 'TlsCurr(Tx|Rx)(Sw|Device)' /proc/net/tls_stat | tr -s ' \\n' ' ')"
+argv0() { tr '\\0' ' ' < "/proc/$(pid "$1")/cmdline" | cut -d' ' -f1; }
+say "SERVED nbd0 pid=$(pid nbd0) argv0=$(argv0 nbd0)"
+want=$(region /dev/nbd0)
+say "SHA $want"
+if [ @COMPARE@ = 1 ]; then  # the relay on /dev/nbd1, same server and region, alternating
+    /usr/local/bin/appliance nbd attach --detach --device /dev/nbd1 '@URI@' >/dev/null 2>&1 \\
+        || say "RELAY ATTACH FAILED"
+    for round in 1 2; do
+        for path in ktls relay; do
+            dev=/dev/nbd0; [ $path = relay ] && dev=/dev/nbd1
+            say "DD1M $path $(cold $dev)"
+            say "DD4K $path $(direct $dev)"
+        done
+    done
+    say "SHA relay $(region /dev/nbd1)"
+    say "RSS relay $(rss nbd1)"
+    /usr/local/bin/appliance nbd detach /dev/nbd1 >/dev/null 2>&1 || say "RELAY DETACH FAILED"
+else
+    say "DD1M ktls $(cold /dev/nbd0)"
+    say "DD4K ktls $(direct /dev/nbd0)"
+fi
+say "DDW ktls $(dd if=/dev/zero of=/root/scratch bs=1M count=16 oflag=direct 2>&1 | rate)"
+rm -f /root/scratch
+say "RSS supervisor $(rss nbd0)"
+want4=$(region /dev/nbd0 4)
+say "LOADING"
+dd if=/dev/urandom of=/root/blob bs=64k count=256 conv=fsync 2>/dev/null || say "DD FAILED" &
+end=$(( $(cut -d. -f1 /proc/uptime) + @LOAD@ ))
+reads=0 bad=0
+while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
+    [ "$(region /dev/nbd0 4)" = "$want4" ] || bad=$((bad + 1))
+    reads=$((reads + 1))
+done
+wait
+md5sum /root/blob > /root/blob.md5
+sync; echo 3 > /proc/sys/vm/drop_caches
+md5sum -c /root/blob.md5 >/dev/null && say "VERIFIED reads=$reads bad=$bad" || say "MISMATCH"
+say "SHA after $(region /dev/nbd0)"
+dmesg | grep -iE 'nbd|tls|block' | sed 's/^/rc.local: dmesg /'
+say "IOERRORS=$(dmesg | grep -ci 'i/o error')"
+/bin/busybox poweroff
+"""
+
+
+def rc_local(uri: str) -> str:
+    return (RC_LOCAL.replace("@REGION@", str(REGION_MIB)).replace("@LOAD@", str(LOAD_S))
+            .replace("@URI@", f"{uri}?tls-psk-file=/run/nbdroot/psk")
+            .replace("@COMPARE@", "1" if COMPARE else "0"))
+
+
+def add_region(root: Path) -> str:
+    """Append REGION_MIB of random bytes after the filesystem; their sha256."""
+    data = os.urandom(REGION_MIB << 20)
+    with root.open("ab") as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def install_rc_local(root: Path, text: str, tmp: Path) -> None:
+    script = tmp / "rc.local"
+    script.write_text(text)
+    debugfs(root, f"write {script} /etc/rc.local", write=True)
+    debugfs(root, "sif /etc/rc.local mode 0100755", write=True)
+
+
+def line(board_output: str, tag: str) -> list[str]:
+    return re.findall(rf"rc\.local: {tag} ([^\r\n]*)", board_output)
+
+
+def ride_out(board: QemuBoard, kill: Callable[[], None]) -> None:
+    """Once the root is up and the guest loads it: ``kill`` the socket, wait to power off."""
+    board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
+    board.expect(rb"rc\.local: LOADING\r?\n", 300)
+    time.sleep(3.0)
+    kill()
+    board.expect(rb"rc\.local: (VERIFIED reads=\d+ bad=\d+|MISMATCH)\r?\n", 300)
+    board.expect(rb"rc\.local: IOERRORS=\d+\r?\n", 60)
+    board.expect(rb"reboot: Power down|System halted", 180)
+
+
+def check_ridden_out(board: QemuBoard, region_sha: str) -> str:
+    """The kTLS path served the boot, lost its socket once and got a new one, every read
+    hashed right, the written file read back, no I/O error; report the figures."""
+    out = board.output
+    print("\n".join(re.findall(r"rc\.local: [^\r\n]*", out)))
+    assert re.search(r"attached \(\d+ bytes, kTLS [^)]*\); supervising", out), board.tail()
+    assert "kTLS path unavailable" not in out
+    assert line(out, "SERVED")[0].split("argv0=")[1].startswith("@")
+    assert re.findall(r"rc\.local: SHA ([0-9a-f]{64})", out) == [region_sha]
+    assert re.findall(r"rc\.local: SHA after ([0-9a-f]{64})", out) == [region_sha]
+    if COMPARE:
+        assert re.findall(r"rc\.local: SHA relay ([0-9a-f]{64})", out) == [region_sha]
+    verified = re.findall(r"rc\.local: VERIFIED reads=\d+ bad=(\d+)", out)
+    assert verified == ["0"], board.tail()
+    assert re.search(r"block nbd0: reconnected socket", out), board.tail()
+    errors = re.search(r"rc\.local: IOERRORS=(\d+)", out)
+    assert errors is not None and errors.group(1) == "0", board.tail()
+    for tag in ("DD1M ktls", "DD1M relay", "DD4K ktls", "DD4K relay", "DDW ktls", "RSS supervisor",
+                "RSS relay", "TLS"):
+        if line(out, tag):
+            figure(f"kTLS boot, {tag}: {', '.join(line(out, tag))}")
+    return out
+
+
+def test_root_on_the_ktls_path_survives_a_server_kill_with_data_verified(
+        image_dir: Path, tmp_path: Path, serve: list[NBDServer]) -> None:
+    key = secrets.token_bytes(32)
+    root = raw_root(image_dir, tmp_path)  # the script needs the port: written below
+    region_sha = add_region(root)
+    server = start_root_server(root, tmp_path, key)
+    serve.append(server)
+    assert server.port is not None
+    server.stop()  # write the script while nothing serves the image
+    install_rc_local(root, rc_local(guest_uri(server.port)), tmp_path)
+    server.start()
+    board = boot(image_dir, tmp_path, {**psk_settings(server.port, key), "nbd.path": "ktls"})
+    try:
+        # SIGKILL under load, back on the same port 3 s later
+        ride_out(board, lambda: server.restart(down_for=3.0, hard=True))
+    finally:
+        board.stop()
+        server.stop()
+    check_ridden_out(board, region_sha)
+
+
+def test_a_tls_alert_on_the_kernels_socket_is_a_death_the_supervisor_recovers(
+        image_dir: Path, tmp_path: Path, serve: list[NBDServer]) -> None:
+    """A non-data TLS record reaches the driver's read: the kernel marks the socket dead
+    (its recvmsg has no control buffer for the record type) and the supervisor reconnects.
+
+    The root is served through :class:`~tests.system.tls_proxy.TLSProxy` (OpenSSL
+    terminating TLS-PSK in front of a plaintext qemu-nbd), which sends close_notify on the
+    kernel's connection under load and keeps it open, so the alert alone is what it meets.
+    """
+    key = secrets.token_bytes(32)
+    root = raw_root(image_dir, tmp_path)
+    region_sha = add_region(root)
+    server = start_qemu_nbd(root, tmp_path / "qemu-nbd", export=EXPORT)
+    serve.append(server)
+    assert server.port is not None
+    server.stop()  # write the script (it names the proxy's port) while nothing serves
+    proxy = TLSProxy(server.port, IDENTITY, key)
+    try:
+        install_rc_local(root, rc_local(guest_uri(proxy.port)), tmp_path)
+        server.start()
+        board = boot(image_dir, tmp_path, {**psk_settings(proxy.port, key), "nbd.path": "ktls"})
+        try:
+            ride_out(board, proxy.send_alert)
+        finally:
+            board.stop()
+    finally:
+        proxy.close()
+        server.stop()
+    out = check_ridden_out(board, region_sha)
+    assert proxy.alerts_sent >= 1 and proxy.connections >= 3  # info, first, reconnect
+    died = dict.fromkeys(re.findall(r"block nbd0: (Receive control failed \(result -?\d+\))",
+                                    out))  # the console shows each line twice (printk, dmesg)
+    figure(f"kTLS path, TLS alert on the kernel's socket: {', '.join(died) or 'no read error'}"
+           ", then reconnected")
