@@ -335,6 +335,8 @@ def _bring_up(tl: Timeline, boot: BootConfig) -> None:
         phy: PhyAddr = "auto" if boot.board_phy is None else boot.board_phy
         found = board_up(iface=boot.net_interface, phy=phy, profile=profile)
         step.detail = f"{found.profile.name}, PHY {found.selection.phy.describe()}"
+        if found.restart_failed:
+            step.detail += f"; NO REBOOT ({'; '.join(found.restart_failed)})"
     with tl.step("network") as step:
         result = net_up(boot.net_interface, network_config(boot))
         step.detail = f"{result.iface} {result.config.address}"
