@@ -118,6 +118,10 @@ def survives_server_kill(board: QemuBoard, server: NBDServer) -> None:
     ok(board, WRITER)
     assert "Running" in ok(board, "jobs")  # the writer is busy ...
     server.restart(down_for=3.0, hard=True)  # ... and writes through the outage
+    # The relay reports on the console: wait for its whole "back" line, then a fresh
+    # prompt (its lines can land after the shell's prompt).
+    board.expect(rb"server back after [\d.]+s outage; replayed \d+ requests", 300)
+    board.sendline("")
     ok(board, "wait $!", 600)
     ok(board, "echo 3 > /proc/sys/vm/drop_caches && sha256sum -c --quiet /root/busy.sha", 300)
 
