@@ -102,10 +102,6 @@ def boot(image_dir: Path, tmp: Path, settings: dict[str, str], *,
     argv = boot_argv(image_dir, initrd)
     if reboot:
         argv.remove("-no-reboot")
-    import os  # SCRATCH pcap
-    if os.environ.get("SCRATCH_PCAP"):
-        argv[argv.index("user,model=imx.enet")] = "user,model=imx.enet,id=n0"
-        argv += ["-object", f"filter-dump,id=d0,netdev=n0,file={tmp}/guest.pcap,maxlen=128"]
     board = QemuBoard(argv, tmp / "console.log")
     board.start()
     return board
