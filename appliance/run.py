@@ -17,7 +17,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,14 +76,16 @@ def run(argv: Sequence[str | Path], *, error: type[ApplianceError] = ApplianceEr
         what: str = "", env: Mapping[str, str] | None = None, clean: bool = False,
         cwd: Path | None = None, timeout: float = 1800.0, capture: bool = True,
         merge_stderr: bool = False, input: bytes | None = None,
-        check: bool = True) -> Completed:
+        check: bool = True, pass_fds: Sequence[int] = (),
+        started: Callable[[int], None] | None = None) -> Completed:
     """Run ``argv`` to completion; raise ``error`` (its message prefixed with ``what: ``)
     if the tool is missing, cannot start, times out, or (``check``) does not exit 0.
 
     The child gets this process's environment plus ``env``, or with ``clean`` only
     :func:`clean_env` plus ``env``.  ``capture`` keeps its output (returned, and quoted in
     errors), stderr apart or, with ``merge_stderr``, in stdout; otherwise both go to this
-    process's stderr.
+    process's stderr.  ``pass_fds`` stay open in the child; ``started(pid)`` runs once the
+    child is started, before its output is read (a hand-shake over those descriptors).
     """
     full_env = clean_env(env) if clean else {**os.environ, **(env or {})}
     args = [str(a) for a in argv]
@@ -97,10 +99,12 @@ def run(argv: Sequence[str | Path], *, error: type[ApplianceError] = ApplianceEr
     stdin = subprocess.DEVNULL if input is None else subprocess.PIPE
     try:
         proc = subprocess.Popen(args, stdin=stdin, stdout=out, stderr=err, env=full_env,
-                                cwd=cwd)
+                                cwd=cwd, pass_fds=tuple(pass_fds))
     except OSError as exc:
         raise error(_prefixed(what, f"cannot start {args[0]}: {exc.strerror}")) from exc
     try:
+        if started is not None:
+            started(proc.pid)
         stdout, stderr = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()

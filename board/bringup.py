@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.deadline import Deadline
+from appliance.errors import BoardError
 from board.mdio import scan
 from board.modules import Loaded, ModuleLoader
 from board.phy import Selection, choose
@@ -32,6 +33,7 @@ class BringUp:
     port: Ethernet
     modules: tuple[Loaded, ...]
     selection: Selection
+    restart_failed: tuple[str, ...] = ()  # restart modules that did not load, with why
 
 
 def wait_for_phy(root: Path, port: Ethernet, configured: PhyAddr, timeout: float) -> Selection:
@@ -61,4 +63,18 @@ def bring_up(root: Path = Path("/"), *, iface: str | None = None, phy: PhyAddr |
     configured = port.phy if phy is None else phy
     selection = wait_for_phy(root, port, configured, phy_timeout)
     log.info("%s: %s, PHY %s", profile.name, port.iface, selection.phy.describe())
-    return BringUp(profile, port, modules, selection)
+    return BringUp(profile, port, modules, selection, load_restart(loader, profile))
+
+
+def load_restart(loader: ModuleLoader, profile: Profile) -> tuple[str, ...]:
+    """Load the profile's restart modules, best effort (the board runs without them, but
+    cannot reboot); the ones that failed, each with the reason, also logged."""
+    failed = []
+    for name in profile.restart_modules:
+        try:
+            loader.load_one(name)
+        except BoardError as exc:
+            failed.append(str(exc))
+    if failed:
+        log.warning("the board will not be able to reboot: %s", "; ".join(failed))
+    return tuple(failed)

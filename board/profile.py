@@ -76,6 +76,10 @@ class Profile:
     phy_modules: tuple[str, ...]
     fec_module: str
     ethernet: tuple[Ethernet, ...]
+    # The SoC's restart handler (the i.MX watchdog): loaded after the FEC, best effort.
+    # Without it the kernel cannot reset the board: reboot ends "Reboot failed -- System
+    # halted".  The root has no kernel modules of its own, so its udev cannot load it.
+    restart_modules: tuple[str, ...] = ()
 
     @property
     def load_order(self) -> tuple[str, ...]:
@@ -133,7 +137,8 @@ def load_profile(path: Path) -> Profile:
                    modules=_strings(data, "modules", where),
                    phy_modules=_strings(data, "phy_modules", where),
                    fec_module=_text(data, "fec_module", where, "fec"),
-                   ethernet=tuple(_ethernet(p, where) for p in ports))
+                   ethernet=tuple(_ethernet(p, where) for p in ports),
+                   restart_modules=_strings(data, "restart_modules", where))
 
 
 def load_profiles(directory: Path = PROFILE_DIR) -> list[Profile]:

@@ -185,6 +185,10 @@ def _build(opts: Options, key: str, report: Reporter) -> dict[str, object]:
         with steps.step("root filesystem (mmdebstrap minbase + agent, mke2fs -d)"):
             names.append(rootfs.build(image_spec, work, opts.out, suite=opts.suite,
                                       cache=opts.cache, epoch=opts.epoch))
+        with steps.step("Debian systemd root (mmdebstrap --mode=root under qemu-user, "
+                        "mke2fs -d)"):
+            names.append(rootfs.build_debian(image_spec, work, opts.out, suite=opts.suite,
+                                             cache=opts.cache, epoch=opts.epoch))
     if opts.sdcard:
         with steps.step("SD card image (boot partition, boot.scr)"):
             names += sdcard.build(opts.out, image_spec, epoch=opts.epoch)

@@ -3,8 +3,9 @@
 :func:`extract` unpacks packages (and their dependencies) into a directory without
 running any maintainer script (``--variant=extract``): it works on any host
 architecture.  :func:`bootstrap` makes a configured ``minbase`` tree by running the
-maintainer scripts on the host (``--mode=chrootless``), since an armhf chroot would need
-qemu-user binfmt support.  Both sync the downloaded .debs with a cache directory
+maintainer scripts on the host (``--mode=chrootless``); :func:`bootstrap_chroot` runs
+them in the armhf tree (``--mode=root`` in :mod:`image.foreign`'s namespace, where qemu-user
+runs the tree's programs), as systemd's need.  All sync the downloaded .debs with a cache directory
 outside the tree, so a second build downloads only what changed.
 """
 
@@ -16,6 +17,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from image.foreign import run_armhf
 from image.run import run
 
 MIRROR = "http://deb.debian.org/debian"
@@ -75,3 +77,20 @@ def bootstrap(packages: Sequence[str], target: Path, *, suite: str, cache: Path,
          "--quiet", "--skip=essential/unlink", *include, *_cache_hooks(cache, "customize"),
          suite, target, mirror],
         env={"SOURCE_DATE_EPOCH": str(epoch)})
+
+
+def bootstrap_chroot(packages: Sequence[str], target: Path, *, suite: str, cache: Path,
+                     epoch: int, files: Path, enable: Sequence[str] = (),
+                     mirror: str = MIRROR) -> None:
+    """A ``minbase`` tree plus ``packages`` whose maintainer scripts ran in the tree (as
+    on a board), then ``files`` copied over it and ``enable``'s systemd units enabled by
+    the tree's own systemctl."""
+    _fresh(target)
+    hooks = [f"--customize-hook=sync-in {shlex.quote(str(files))} /"]
+    if enable:
+        hooks.append(f'--customize-hook=chroot "$1" systemctl enable --quiet '
+                     f'{shlex.join(enable)}')
+    run_armhf(["mmdebstrap", "--variant=minbase", f"--arch={ARCH}", "--mode=root", "--quiet",
+               "--skip=essential/unlink", f"--include={','.join(packages)}", *hooks,
+               *_cache_hooks(cache, "customize"), suite, target, mirror],
+              env={"SOURCE_DATE_EPOCH": str(epoch)})

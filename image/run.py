@@ -5,7 +5,7 @@ SOURCE_DATE_EPOCH and what the caller adds), stderr merged into the quoted outpu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from appliance import run as _run
@@ -21,10 +21,13 @@ def which(tool: str) -> str:
 
 
 def run(argv: Sequence[str | Path], *, env: Mapping[str, str] | None = None,
-        cwd: Path | None = None, timeout: float = 1800.0, capture: bool = True) -> Completed:
-    """Run ``argv`` to completion in a clean environment; ImageError unless it exits 0."""
+        cwd: Path | None = None, timeout: float = 1800.0, capture: bool = True,
+        pass_fds: Sequence[int] = (), started: Callable[[int], None] | None = None
+        ) -> Completed:
+    """Run ``argv`` to completion in a clean environment; ImageError unless it exits 0
+    (``pass_fds``, ``started``: as for :func:`appliance.run.run`)."""
     args = [str(a) for a in argv]
     if "/" not in args[0]:
         args[0] = which(args[0])
     return _run.run(args, error=ImageError, env=env, clean=True, cwd=cwd, timeout=timeout,
-                    capture=capture, merge_stderr=True)
+                    capture=capture, merge_stderr=True, pass_fds=pass_fds, started=started)

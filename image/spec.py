@@ -1,7 +1,7 @@
 """The image's content list: parsing ``image/packages.txt`` into an :class:`ImageSpec`.
 
-The file has INI-like sections (``[initramfs]``, ``[rootfs]``, ``[modules]``, ``[dtbs]``,
-``[baseline]``),
+The file has INI-like sections (``[initramfs]``, ``[rootfs]``, ``[debian]``, ``[modules]``,
+``[dtbs]``, ``[baseline]``),
 one name per line, ``#`` comments.  It is the only place the image's Debian packages
 and kernel modules are named.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from appliance.errors import ImageError
 
 PACKAGE_LIST = Path(__file__).with_name("packages.txt")
-SECTIONS = ("initramfs", "rootfs", "modules", "dtbs", "baseline")
+SECTIONS = ("initramfs", "rootfs", "debian", "modules", "dtbs", "baseline")
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class ImageSpec:
     rootfs_packages: tuple[str, ...]
     modules: tuple[str, ...]
     dtbs: tuple[str, ...]
-    baseline_packages: tuple[str, ...] = ()
+    debian_packages: tuple[str, ...] = ()  # the systemd root (image/rootfs.py)
+    baseline_packages: tuple[str, ...] = ()  # the reference initramfs (image/baseline.py)
 
 
 def parse(text: str, source: str = "packages.txt") -> ImageSpec:
@@ -52,7 +53,8 @@ def parse(text: str, source: str = "packages.txt") -> ImageSpec:
         if not found[name]:
             raise ImageError(f"{source}: section [{name}] is missing or empty")
     return ImageSpec(tuple(found["initramfs"]), tuple(found["rootfs"]),
-                     tuple(found["modules"]), tuple(found["dtbs"]), tuple(found["baseline"]))
+                     tuple(found["modules"]), tuple(found["dtbs"]), tuple(found["debian"]),
+                     tuple(found["baseline"]))
 
 
 def load(path: Path = PACKAGE_LIST) -> ImageSpec:

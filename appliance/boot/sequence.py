@@ -6,6 +6,8 @@ Steps, each timed on the console (:mod:`appliance.boot.timeline`):
 2. board    -- detect the board, ``modprobe`` the FEC's modules, check the PHY;
 3. network  -- link up, carrier, DHCP or the static address; a DHCP lease gets its
                keeper ('@' process, :mod:`appliance.net.keeper`) renewing it from then on;
+               a runtime .network in /run hands the interface over to the root's
+               systemd-networkd without a flush (:mod:`appliance.boot.handover`);
 4. server   -- wait until the NBD server answers over TLS-PSK (retrying with backoff:
                a wrong key or a server not started yet is reported, then retried);
 5. relay    -- ``appliance nbd attach`` in its own process ('@appliance-relay', memory
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from appliance.backoff import Backoff
+from appliance.boot import handover
 from appliance.boot.timeline import Timeline
 from appliance.config import BootConfig
 from appliance.deadline import Deadline
@@ -332,24 +335,39 @@ def _bring_up(tl: Timeline, boot: BootConfig) -> None:
         phy: PhyAddr = "auto" if boot.board_phy is None else boot.board_phy
         found = board_up(iface=boot.net_interface, phy=phy, profile=profile)
         step.detail = f"{found.profile.name}, PHY {found.selection.phy.describe()}"
+        if found.restart_failed:
+            step.detail += f"; NO REBOOT ({'; '.join(found.restart_failed)})"
     with tl.step("network") as step:
         result = net_up(boot.net_interface, network_config(boot))
         step.detail = f"{result.iface} {result.config.address}"
+        kept = False
         if boot.net_mode == "dhcp":  # a static address has no lease to keep
-            step.detail += "; " + _keep_lease(result.iface, result.config)
+            line, kept = _keep_lease(result.iface, result.config)
+            step.detail += "; " + line
+        _hand_over(result.iface, result.config,
+                   mode="kept" if kept else "dhcp" if boot.net_mode == "dhcp" else "static")
 
 
-def _keep_lease(iface: str, cfg: IPv4Config) -> str:
-    """Start the lease keeper; a failure is reported (the lease then ends unrenewed)."""
+def _keep_lease(iface: str, cfg: IPv4Config) -> tuple[str, bool]:
+    """Start the lease keeper: (what to report, whether it runs).  A failure is reported;
+    the root's networkd then renews the lease (see :func:`_hand_over`)."""
     from appliance.net.keeper import start
 
     began = time.monotonic()
     try:
         line = start(iface, cfg)[1]
-        return f"{line}, started in {time.monotonic() - began:.1f} s"
+        return f"{line}, started in {time.monotonic() - began:.1f} s", True
     except ApplianceError as exc:
         log.error("no lease keeper: %s", exc)
-        return f"LEASE NOT KEPT ({exc})"
+        return f"LEASE NOT KEPT ({exc})", False
+
+
+def _hand_over(iface: str, cfg: IPv4Config, *, mode: handover.Mode) -> None:
+    """The runtime .network that keeps the root's networkd off the root's interface."""
+    try:
+        handover.write(iface, cfg, mode=mode)
+    except OSError as exc:
+        log.warning("cannot write the network hand-over for the root (%s): %s", iface, exc)
 
 
 def _save(tl: Timeline) -> None:

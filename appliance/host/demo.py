@@ -44,6 +44,8 @@ FAILED_STEP = re.compile(rb"nbdroot: \[[ \d.]+s\] \S+ \([\d.]+s\) FAILED|Kernel 
 BOOT_FAILED = re.compile(rb"nbdroot: boot failed: ([^\r\n]*)\r?\n")
 
 QEMU_GRACE = 10.0  # seconds QEMU gets after SIGTERM before SIGKILL
+# The roots ``appliance image build`` makes (image/rootfs.py), by ``--root`` name.
+ROOTS = {"debian": "debian.ext4", "minimal": "rootfs.ext4"}
 Reporter = Callable[[str], None]
 
 
@@ -53,10 +55,11 @@ class DemoOptions:
 
     out: Path
     check: bool = False
-    timeout: float = 300.0
+    timeout: float = 900.0
     countdown: int = 1
     machine: str = "sabrelite"
     boot: str = "kernel"  # "kernel": QEMU loads kernel/DTB/initramfs; "uboot": sdcard.img
+    root: str = "debian"  # a key of ROOTS: Debian with systemd, or the busybox "minimal"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", self.out.absolute())
@@ -144,7 +147,7 @@ def run(opts: DemoOptions, report: Reporter) -> int:
 
     info = build(Options(out=opts.out), report)
     work = work_dir(opts.out)
-    root = overlay(opts.out / "rootfs.ext4", work / "root.qcow2")
+    root = overlay(opts.out / ROOTS[opts.root], work / "root.qcow2")
     epoch = int(str(info.get("source_date_epoch", 0)) or 0)
     with serve_root(root, work, report) as (port, key):
         uri = guest_uri(port)
@@ -154,7 +157,8 @@ def run(opts: DemoOptions, report: Reporter) -> int:
         else:
             argv = boot_argv(opts.out, board_initrd(opts.out, work, settings, epoch),
                              opts.machine)
-        report(f"booting -M {opts.machine} ({opts.boot}); the board's config: nbd.uri={uri}")
+        report(f"booting -M {opts.machine} ({opts.boot}, {opts.root} root); the board's "
+               f"config: nbd.uri={uri}")
         if opts.check:
             return _check(opts, argv, work, report)
         return _interactive(argv)

@@ -16,6 +16,11 @@ States (:class:`RelayState`)::
     CONNECTED --DISC--> DRAINING --no request left / lost / drain timeout--> DONE
     OUTAGE, FAILING --DISC--> DONE (waiting requests fail with EIO)
 
+A request is sent again on at most :data:`MAX_REPLAYS` new connections: when each of
+them is lost before its reply, it fails with EIO (a request the server, or the path to
+it, always drops the connection on would be replayed for ever otherwise, every new
+connection ending the outage and with it the deadline).
+
 A reconnection whose export changed size is refused: waiting requests fail with EIO,
 the state becomes FAILING and reconnecting starts again after the backoff's maximum.
 
@@ -58,6 +63,10 @@ from appliance.relay.split import Split, needs_split
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 30.0         # after NBD_CMD_DISC: how long to wait for in-flight replies
+# A request sent again on this many new connections, each lost before its reply, fails
+# with EIO: a request the server (or the path to it) drops the connection on would
+# otherwise be replayed for ever, each new connection resetting the outage's deadline.
+MAX_REPLAYS = 4
 PIECE_COOKIES = 1 << 63      # where the cookies the core chooses start (any free one will do)
 MAX_COOKIE = (1 << 64) - 1
 
@@ -85,6 +94,7 @@ class RelayStats:
     pieces: int = 0              # pieces sent (replays included)
     outage_seconds: float = 0.0
     failed_by_deadline: int = 0
+    failed_by_replays: int = 0   # sent on MAX_REPLAYS new connections, each lost before the reply
     bytes_to_kernel: int = 0
     outage_log: list[float] = field(default_factory=list)
 
@@ -192,6 +202,7 @@ class RelayCore:
         self.pending: dict[int, Request] = {}  # by cookie, in the kernel's order
         self.state = RelayState.CONNECTED
         self.gave_up = False                   # DONE by the drain timeout
+        self._replays: dict[int, int] = {}     # kernel cookie -> new connections it was sent on
         self._reads: dict[int, bytes] = {}     # assembled READ data until its ReplyDone
         self._splits: dict[int, Split] = {}    # kernel cookie -> its pieces
         self._route: dict[int, Split] = {}     # upstream cookie of a piece -> its request
@@ -348,6 +359,7 @@ class RelayCore:
                 out: list[RelayAction]) -> None:
         self.pending.pop(cookie, None)
         self._splits.pop(cookie, None)
+        self._replays.pop(cookie, None)
         self.stats.replies += 1
         if error:
             self.stats.errors += 1
@@ -477,13 +489,32 @@ class RelayCore:
         self.state = RelayState.CONNECTED
         out.append(AcceptServer())
         self._install(ev.info, ev.trailing, now, out)
-        replay = list(self.pending.values())
+        replay = self._replay_budget(out)
         self.stats.replayed += len(replay)
         for req in replay:
             if self._tx is None:
                 break  # the trailing bytes already broke the new connection
             self._forward(req, out)
         log.warning("server back after %.2fs outage; replayed %d requests", down, len(replay))
+        if replay:
+            log.info("replayed: %s%s", ", ".join(map(repr, replay[:4])),
+                     f" and {len(replay) - 4} more" if len(replay) > 4 else "")
+
+    def _replay_budget(self, out: list[RelayAction]) -> list[Request]:
+        """The waiting requests to send again, in the kernel's order; the ones past
+        :data:`MAX_REPLAYS` fail with EIO instead."""
+        keep = []
+        for cookie, req in list(self.pending.items()):
+            count = self._replays.get(cookie, 0) + 1
+            if count <= MAX_REPLAYS:
+                self._replays[cookie] = count
+                keep.append(req)
+                continue
+            log.error("%r failed with EIO: %d connections to the server in a row were "
+                      "lost before its reply", req, MAX_REPLAYS)
+            self.stats.failed_by_replays += 1
+            self._answer(cookie, errno.EIO, b"", out)
+        return keep
 
     def _refuse_replica(self, source: str, mismatch: str, out: list[RelayAction]) -> None:
         delay = self.policy.delay(self.refused)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import BoardError
-from board.bringup import bring_up
+from board.bringup import bring_up, load_restart
 from board.modules import ModuleLoader
 from tests.board.conftest import KernelTree
 from tests.board.fakesys import KSZ9021, FakeBoard, FakePhy, sabrelite_under_qemu
@@ -46,3 +47,18 @@ def test_setting_overrides_the_profile(armmp: KernelTree, tmp_path: Path) -> Non
     with pytest.raises(BoardError, match="configured at MDIO address 5 but found one at 6"):
         bring_up(tmp_path, phy=5, loader=dry(armmp, tmp_path), phy_timeout=0)
     assert bring_up(tmp_path, phy="auto", loader=dry(armmp, tmp_path)).selection.phy.address == 6
+
+
+def test_the_restart_handler_loads_after_the_fec_and_its_absence_does_not_stop_the_boot(
+        armmp: KernelTree, tmp_path: Path) -> None:
+    sabrelite_under_qemu(tmp_path)
+    done = bring_up(tmp_path, loader=dry(armmp, tmp_path))
+    assert done.restart_failed == ()  # imx2_wdt is in the armmp kernel's modules
+    missing = ModuleLoader(root=tmp_path, moddir=tmp_path / "nowhere", kernel=armmp.release,
+                           dry_run=True)
+    profile = dataclasses.replace(done.profile, modules=(), phy_modules=(),
+                                  fec_module="fec", restart_modules=("imx2_wdt",))
+    with pytest.raises(BoardError):  # the FEC is required ...
+        bring_up(tmp_path, profile=profile, loader=missing)
+    kept = load_restart(missing, profile)  # ... the restart handler is not
+    assert len(kept) == 1 and "imx2_wdt" in kept[0], kept

@@ -22,7 +22,7 @@ from appliance.host.demo import EXPORT, IDENTITY, ROOT_OK
 from appliance.host.servers import free_port, make_psk, start_nbdkit
 from tests.figures import figure
 from tests.image_artefacts import built_image_dir
-from tests.system.test_agent_boot import boot, psk_settings
+from tests.system.agent_boot import boot, psk_settings
 
 from .conftest import sha256
 from .test_http_golden import wait_listening

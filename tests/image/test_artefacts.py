@@ -41,7 +41,8 @@ def test_manifest_matches_the_files(image_dir: Path, manifest: dict[str, object]
     artefacts = manifest["artefacts"]
     assert isinstance(artefacts, dict)
     for name in ("vmlinuz", "initramfs.cpio.gz", "imx6q-sabrelite.dtb",
-                 "imx6ul-14x14-evk.dtb", "rootfs.ext4", "boot.scr", "sdcard.img"):
+                 "imx6ul-14x14-evk.dtb", "rootfs.ext4", "debian.ext4", "boot.scr",
+                 "sdcard.img"):
         data = (image_dir / name).read_bytes()
         assert artefacts[name]["sha256"] == hashlib.sha256(data).hexdigest(), name
     assert (image_dir / "vmlinuz").read_bytes()[0x24:0x28] == b"\x18\x28\x6f\x01"  # zImage
@@ -154,6 +155,31 @@ def test_rootfs_is_debian_with_busybox_init_autologin_and_agent(image_dir: Path)
         assert "Type: regular" in debugfs(rootfs, f"stat {path}"), path
 
 
+def test_debian_root_has_systemd_networkd_getty_autologin_and_agent(image_dir: Path) -> None:
+    root = image_dir / "debian.ext4"
+    assert root.stat().st_size == 1024 * 2**20
+    assert "lib/systemd/systemd" in debugfs(root, "stat /usr/sbin/init")  # systemd-sysv
+    assert "VERSION_CODENAME=trixie" in debugfs(root, "cat /usr/lib/os-release")
+    wants = "/etc/systemd/system/multi-user.target.wants"
+    enabled = debugfs(root, f"ls -l {wants}") + debugfs(
+        root, "ls -l /etc/systemd/system/network-online.target.wants")
+    for unit in ("systemd-networkd.service", "nbdroot-status.service",
+                 "systemd-networkd-wait-online.service"):
+        assert unit in enabled, unit
+    network = debugfs(root, "cat /etc/systemd/network/20-eth0.network")
+    assert "Name=eth0" in network and "DHCP=ipv4" in network
+    assert "DefaultDeviceTimeoutSec=" in debugfs(
+        root, "cat /etc/systemd/system.conf.d/50-nbdroot.conf")
+    getty = debugfs(root, "cat /etc/systemd/system/serial-getty@.service.d/autologin.conf")
+    assert "agetty --autologin root" in getty
+    for path in ("/usr/bin/python3.13", "/usr/lib/python3/dist-packages/appliance/__init__.py",
+                 "/usr/local/bin/appliance", "/usr/sbin/agetty", "/usr/bin/dbus-daemon",
+                 "/usr/bin/ip", "/usr/bin/udevadm"):
+        assert "Type: regular" in debugfs(root, f"stat {path}"), path
+    # systemd's maintainer scripts ran in the tree: its system users exist.
+    passwd = debugfs(root, "cat /etc/passwd")
+    assert "systemd-network:" in passwd and "messagebus:" in passwd
+    assert debugfs(root, "cat /etc/machine-id").strip() == ""  # each board makes its own
 def test_baseline_initramfs_is_debian_nbd_client_with_the_reference_init(
         image_dir: Path, initramfs: dict[str, newc.Entry]) -> None:
     """The anchor of ``appliance bench board``: busybox, nbd-client, the same modules."""

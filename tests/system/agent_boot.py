@@ -2,12 +2,15 @@
 
 Shared by the agent's system tests: a qemu-nbd server (TLS-PSK, on 127.0.0.1) serving a
 qcow2 overlay of the built ``rootfs.ext4``, as ``appliance demo`` does, and a QEMU
-command line whose console UART is a TCP server on 127.0.0.1 instead of stdio.
+command line whose console UART is a TCP server on 127.0.0.1 instead of stdio; or a
+sparse raw copy of a built root (:func:`raw_root`) served by :func:`start_root_server`
+and booted by :func:`boot`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +18,10 @@ from pathlib import Path
 
 from appliance.deadline import Deadline
 from appliance.host import demo
+from appliance.host.demo import EXPORT, IDENTITY, board_initrd, boot_argv, guest_uri
+from appliance.host.servers import NBDServer, make_psk, start_qemu_nbd
+from image.qemu import QemuBoard
+from tests.image_artefacts import debugfs
 
 BOOT_TIMEOUT = 300.0  # TCG on a loaded 2-core runner
 
@@ -65,3 +72,41 @@ def wait_for_listen(port: int, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"QEMU did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def raw_root(image_dir: Path, tmp: Path, rc_local: str | None = None,
+             image: str = "rootfs.ext4") -> Path:
+    """A sparse raw copy of a built root (raw: a SIGKILLed qemu-nbd loses nothing)."""
+    root = tmp / "root.raw"
+    subprocess.run(["cp", "--sparse=always", str(image_dir / image), str(root)],
+                   check=True, timeout=120)
+    if rc_local is not None:
+        script = tmp / "rc.local"
+        script.write_text(rc_local)
+        debugfs(root, f"write {script} /etc/rc.local", write=True)
+        debugfs(root, "sif /etc/rc.local mode 0100755", write=True)
+    return root
+
+
+def start_root_server(root: Path, tmp: Path, key: bytes, fmt: str = "raw") -> NBDServer:
+    """qemu-nbd (TLS-PSK with ``key``) serving ``root`` as the demo's export."""
+    psk = make_psk(tmp / "tls", IDENTITY, key)
+    return start_qemu_nbd(root, tmp / "qemu-nbd", fmt=fmt, export=EXPORT, psk_file=psk)
+
+
+def boot(image_dir: Path, tmp: Path, settings: dict[str, str], *,
+         reboot: bool = False) -> QemuBoard:
+    """Start QEMU booting the agent with ``settings``; ``reboot``: a guest reboot resets
+    the board (it boots again) instead of ending QEMU."""
+    initrd = board_initrd(image_dir, tmp, {"console.countdown": "1", **settings})
+    argv = boot_argv(image_dir, initrd)
+    if reboot:
+        argv.remove("-no-reboot")
+    board = QemuBoard(argv, tmp / "console.log")
+    board.start()
+    return board
+
+
+def psk_settings(port: int, key: bytes) -> dict[str, str]:
+    """The board settings of a TLS-PSK root served on the host's ``port``."""
+    return {"nbd.uri": guest_uri(port), "psk.identity": IDENTITY, "psk.key": key.hex()}

@@ -1,4 +1,4 @@
-"""Fixtures of the system tests: the built image, and a console log per test."""
+"""Fixtures of the system tests: the built image, and the servers a test started."""
 
 from __future__ import annotations
 

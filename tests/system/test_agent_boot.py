@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from appliance.host.demo import EXPORT, IDENTITY, ROOT_OK, board_initrd, boot_argv, guest_uri
-from appliance.host.servers import NBDServer, make_psk, start_qemu_nbd
-from image.qemu import QemuBoard
+from appliance.host.demo import IDENTITY, ROOT_OK
+from appliance.host.servers import NBDServer, make_psk
 from tests.figures import figure
 from tests.image_artefacts import debugfs
+from tests.system.agent_boot import boot, psk_settings, raw_root, start_root_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 
@@ -39,35 +39,6 @@ md5sum -c /root/blob.md5 >/dev/null && echo "rc.local: VERIFIED" || echo "rc.loc
 echo "rc.local: IOERRORS=$(dmesg | grep -ci 'i/o error')"
 /bin/busybox poweroff
 """
-
-
-def raw_root(image_dir: Path, tmp: Path, rc_local: str | None = None) -> Path:
-    """A sparse raw copy of the built root (raw: a SIGKILLed qemu-nbd loses nothing)."""
-    root = tmp / "root.raw"
-    subprocess.run(["cp", "--sparse=always", str(image_dir / "rootfs.ext4"), str(root)],
-                   check=True, timeout=120)
-    if rc_local is not None:
-        script = tmp / "rc.local"
-        script.write_text(rc_local)
-        debugfs(root, f"write {script} /etc/rc.local", write=True)
-        debugfs(root, "sif /etc/rc.local mode 0100755", write=True)
-    return root
-
-
-def start_root_server(root: Path, tmp: Path, key: bytes, fmt: str = "raw") -> NBDServer:
-    psk = make_psk(tmp / "tls", IDENTITY, key)
-    return start_qemu_nbd(root, tmp / "qemu-nbd", fmt=fmt, export=EXPORT, psk_file=psk)
-
-
-def boot(image_dir: Path, tmp: Path, settings: dict[str, str]) -> QemuBoard:
-    initrd = board_initrd(image_dir, tmp, {"console.countdown": "1", **settings})
-    board = QemuBoard(boot_argv(image_dir, initrd), tmp / "console.log")
-    board.start()
-    return board
-
-
-def psk_settings(port: int, key: bytes) -> dict[str, str]:
-    return {"nbd.uri": guest_uri(port), "psk.identity": IDENTITY, "psk.key": key.hex()}
 
 
 def test_root_over_tls_psk_survives_a_server_kill_and_keeps_the_data(

@@ -8,7 +8,9 @@
   directory no one else may write), compressed archives included.
 
 The demo runs on a real pty (``tests/system/demo_terminal.py``) with ``--out`` the test
-session's built image, so it builds nothing.
+session's built image, so it builds nothing, and ``--root minimal`` (the busybox root:
+the demo's own behaviour does not depend on the root, and the systemd root has its own
+tests in test_debian_root.py).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def demo_log(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def terminal(image_dir: Path, demo_log: Path) -> Iterator[DemoTerminal]:
-    term = DemoTerminal(["--out", str(image_dir)], demo_log)
+    term = DemoTerminal(["--out", str(image_dir), "--root", "minimal"], demo_log)
     try:
         yield term
     finally:
@@ -125,7 +127,8 @@ def holds_key(data: bytes, key_hex: bytes) -> bool:
 ])
 def test_files_holding_the_key_are_private(image_dir: Path, demo_log: Path, boot: str,
                                            expected: set[str]) -> None:
-    term = DemoTerminal(["--out", str(image_dir), "--boot", boot], demo_log)
+    term = DemoTerminal(["--out", str(image_dir), "--root", "minimal", "--boot", boot],
+                        demo_log)
     try:
         started(term)
         holders, public = key_holders(image_dir / "demo")

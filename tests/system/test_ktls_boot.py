@@ -34,7 +34,7 @@ from appliance.host.servers import NBDServer, start_qemu_nbd
 from image.qemu import QemuBoard
 from tests.figures import figure
 from tests.image_artefacts import debugfs
-from tests.system.test_agent_boot import boot, psk_settings, raw_root, start_root_server
+from tests.system.agent_boot import boot, psk_settings, raw_root, start_root_server
 from tests.system.tls_proxy import TLSProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]

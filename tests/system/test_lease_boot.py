@@ -20,7 +20,7 @@ import pytest
 from appliance.host.demo import ROOT_OK
 from appliance.host.servers import NBDServer
 from tests.figures import figure
-from tests.system.test_agent_boot import boot, psk_settings, raw_root, start_root_server
+from tests.system.agent_boot import boot, psk_settings, raw_root, start_root_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 

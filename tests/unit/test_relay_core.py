@@ -29,6 +29,7 @@ from appliance.nbd.proto import (
     SIMPLE_REPLY,
 )
 from appliance.relay.core import (
+    MAX_REPLAYS,
     AcceptServer,
     Answer,
     ConnectionLost,
@@ -211,6 +212,48 @@ def test_replay_sends_every_unanswered_request_in_the_kernels_order() -> None:
     assert replayed[0].data == b"w" * 4096 and replayed[0].offset == 10 * 4096
     assert core.stats.replayed == 4 and core.stats.outage_log == [pytest.approx(2.0)]
     assert core.handle(fresh.reply(12), 3.1) == [Answer(12, 0)]
+
+
+def test_a_request_every_new_connection_is_lost_on_fails_after_the_replay_budget() -> None:
+    """Was: a request the connection always died on (seen on the Debian root after a
+    server kill) was replayed on a new connection every 0.2 s for ever, each one ending
+    the outage and so its deadline; the other requests were answered meanwhile."""
+    core = core_for(deadline=50.0)
+    core.handle(write(1), 0.0)
+    core.handle(read(2), 0.0)
+    Server().requests(core)
+    now = 1.0
+    for n in range(1, MAX_REPLAYS + 1):
+        lose(core, now)
+        assert core.handle(Reconnected(INFO), now + 0.2) == [AcceptServer()]
+        srv = Server()
+        assert [r.cookie for r in srv.requests(core)] == ([1, 2] if n == 1 else [1])
+        if n == 1:
+            assert core.handle(srv.reply(2, data=b"r" * 4096), now + 0.3) == [
+                Answer(2, 0, b"r" * 4096)]
+        now += 0.4
+    lose(core, now)  # lost once more before its reply: no fifth connection for it
+    actions = core.handle(Reconnected(INFO), now + 0.2)
+    assert actions == [AcceptServer(), Answer(1, errno.EIO)]
+    assert Server().requests(core) == [] and not core.pending
+    assert core.state is RelayState.CONNECTED and core.stats.failed_by_replays == 1
+    core.handle(write(1), now + 0.5)  # the cookie is free again, with a fresh budget
+    assert [r.cookie for r in Server().requests(core)] == [1]
+
+
+def test_a_request_answered_on_a_new_connection_keeps_no_replay_count() -> None:
+    core, srv = core_for(), Server()
+    core.handle(read(5), 0.0)
+    srv.requests(core)
+    for n in range(MAX_REPLAYS + 2):  # each connection answers it: never counted out
+        lose(core, 1.0 + n)
+        core.handle(Reconnected(INFO), 1.1 + n)
+        fresh = Server()
+        assert [r.cookie for r in fresh.requests(core)] == [5]
+        assert answers(core.handle(fresh.reply(5, data=b"x" * 4096), 1.2 + n)) == [(5, 0)]
+        core.handle(read(5), 1.3 + n)
+        fresh.requests(core)
+    assert core.stats.failed_by_replays == 0
 
 
 def test_outage_deadline_fails_waiting_requests_then_new_ones_at_once() -> None:

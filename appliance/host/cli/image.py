@@ -18,8 +18,11 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     build = sub.add_parser(
         "build", help="build (or reuse, if nothing changed) every artefact",
-        description="Build vmlinuz, the DTBs, initramfs.cpio.gz, rootfs.ext4, boot.scr and "
-        "sdcard.img with mmdebstrap from Debian armhf packages. The result is cached by "
+        description="Build vmlinuz, the DTBs, initramfs.cpio.gz (and the reference "
+        "initramfs-baseline.cpio.gz of 'appliance bench board'), the two NBD roots "
+        "(rootfs.ext4: busybox minbase; debian.ext4: Debian with systemd, the demo's "
+        "default), boot.scr and sdcard.img with mmdebstrap from Debian armhf packages. "
+        "The result is cached by "
         "content: a second run with the same package list, builder and agent sources "
         "returns at once. Set SOURCE_DATE_EPOCH to change the timestamps in the artefacts.")
     build.add_argument("--out", type=absolute_path, default="out", metavar="DIR",
@@ -30,7 +33,7 @@ def register(subparsers: Any) -> None:
                        help="download cache for .deb files "
                        "(default: ~/.cache/nbdroot-imx6/apt-archives)")
     build.add_argument("--no-rootfs", action="store_true",
-                       help="skip the NBD root filesystem image")
+                       help="skip the NBD root filesystem images")
     build.add_argument("--no-sdcard", action="store_true", help="skip the SD-card image")
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build.set_defaults(func=run_build)
