@@ -22,6 +22,7 @@ import pytest
 
 from appliance.config import BootConfig, Config, ConfigStore, DirectoryMedium
 from appliance.console.prompt import Tester, configure_at_boot
+from tests.listening import wait_for_listen
 
 KEY = "5eed" * 16
 BOOTABLE = (Config().set("nbd.uri", "nbds://board7@10.0.2.2:10809/root")
@@ -71,6 +72,11 @@ def serial_link(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Link
             port = s.getsockname()[1]
         proc = _start_socat([f"pty,link={board}",
                              f"tcp-listen:{port},bind=127.0.0.1,reuseaddr"], board)
+        try:  # socat opens the pty first, then listens
+            wait_for_listen(port, 10, "socat")
+        except TimeoutError:
+            _stop(proc)
+            raise
         link = Link(board, f"socket://127.0.0.1:{port}")
     try:
         yield link

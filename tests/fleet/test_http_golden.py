@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,21 +19,12 @@ from appliance.client import connect
 from appliance.host.fleet import golden
 from appliance.host.fleet.state import Fleet
 from appliance.host.servers import free_port, start_nbdkit
+from tests.listening import wait_for_listen
 
 from .conftest import appliance
 
 pytestmark = pytest.mark.interop
 CHUNK = 1 << 20
-
-
-def wait_listening(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def test_nbdkit_curl_serves_the_golden_image_from_http(fleet: Path, tmp_path: Path) -> None:
@@ -50,7 +39,7 @@ def test_nbdkit_curl_serves_the_golden_image_from_http(fleet: Path, tmp_path: Pa
     port = free_port()
     httpd = subprocess.Popen([busybox, "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(www)])
     try:
-        wait_listening(port)
+        wait_for_listen(port, 10, 'busybox httpd')
         server = start_nbdkit("curl", f"url=http://127.0.0.1:{port}/golden-1.raw",
                               tmp=tmp_path / "nbdkit", psk_file=f.psk_file("a"),
                               read_only=True, export="a")

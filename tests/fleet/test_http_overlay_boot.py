@@ -22,10 +22,10 @@ from appliance.host.demo import EXPORT, IDENTITY, ROOT_OK
 from appliance.host.servers import free_port, make_psk, start_nbdkit
 from tests.figures import figure
 from tests.image_artefacts import built_image_dir
+from tests.listening import wait_for_listen
 from tests.system.agent_boot import boot, psk_settings
 
 from .conftest import sha256
-from .test_http_golden import wait_listening
 from .test_overlay_boot import golden_with_hook
 
 pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.interop]
@@ -52,7 +52,7 @@ def test_a_board_boots_read_only_from_nbdkit_curl_over_http(tmp_path: Path) -> N
     port = free_port()
     httpd = children.popen([busybox, "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(www)])
     try:
-        wait_listening(port)
+        wait_for_listen(port, 10, 'busybox httpd')
         server = start_nbdkit("curl", f"url=http://127.0.0.1:{port}/golden.img",
                               tmp=tmp_path / "nbdkit", psk_file=psk, read_only=True,
                               export=EXPORT)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.deadline import Deadline
 from appliance.host import demo
 from appliance.host.demo import EXPORT, IDENTITY, board_initrd, boot_argv, guest_uri
 from appliance.host.servers import NBDServer, make_psk, start_qemu_nbd
@@ -60,18 +58,6 @@ def tcp_console_argv(argv: list[str], port: int, logfile: Path) -> list[str]:
     argv[i] = "chardev:console0"
     chardev = f"socket,id=console0,host=127.0.0.1,port={port},server=on,wait=off"
     return [*argv, "-chardev", f"{chardev},logfile={logfile}"]
-
-
-def wait_for_listen(port: int, timeout: float = 30.0) -> None:
-    """Until QEMU accepts connections on ``port`` (checked without connecting)."""
-    deadline = Deadline(timeout)
-    while not deadline.expired:
-        with open("/proc/net/tcp", encoding="ascii") as f:
-            if any(line.split()[1] == f"0100007F:{port:04X}" and line.split()[3] == "0A"
-                   for line in f.readlines()[1:]):
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"QEMU did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
 def raw_root(image_dir: Path, tmp: Path, rc_local: str | None = None,

@@ -28,12 +28,8 @@ from appliance.host.console import Expect, SerialDriver
 from appliance.host.servers import free_port
 from image.qemu import QemuBoard
 from tests.figures import figure
-from tests.system.agent_boot import (
-    BOOT_TIMEOUT,
-    served_root,
-    tcp_console_argv,
-    wait_for_listen,
-)
+from tests.listening import wait_for_listen
+from tests.system.agent_boot import BOOT_TIMEOUT, served_root, tcp_console_argv
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 

@@ -29,7 +29,8 @@ import pytest
 from tests.system.agent_boot import BOOT_TIMEOUT
 from tests.system.demo_terminal import BOOTING, SERVING, DemoTerminal, alive, wait_gone
 
-pytestmark = [pytest.mark.slow, pytest.mark.system]
+# One worker: every demo run uses the image directory's demo/ (the board's key files).
+pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.xdist_group("demo")]
 
 SHELL_PROMPT = rb"# "
 GZIP_MAGIC = b"\x1f\x8b\x08"
