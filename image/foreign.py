@@ -23,10 +23,12 @@ from image.run import Completed, run
 
 BINFMT = Path("/usr/lib/binfmt.d/qemu-arm.conf")  # qemu-user-static
 HANDSHAKE_S = 30.0
-# $1 ready fd, $2 go fd, $3 the binfmt registration, then the command.
+# $1 ready fd, $2 go fd, $3 the binfmt registration, then the command.  The pipes are
+# opened by path: dash's ">&N" takes one digit, and a process with many files open (a
+# test run) gets descriptors past 9.
 SCRIPT = r"""
-echo ready >&"$1"
-read -r _ <&"$2" || exit 111
+echo ready > "/proc/self/fd/$1"
+read -r _ < "/proc/self/fd/$2" || exit 111
 mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || exit 112
 printf '%s' "$3" > /proc/sys/fs/binfmt_misc/register || exit 113
 shift 3

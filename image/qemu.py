@@ -144,15 +144,19 @@ class QemuBoard:
             self._proc.stdin.flush()
             time.sleep(TYPE_PAUSE)
 
-    def run(self, command: str, timeout: float = 60.0) -> tuple[int, str]:
+    def run(self, command: str, timeout: float = 60.0, *,
+            after_prompt: bool = True) -> tuple[int, str]:
         """Run a shell command on the console's shell; return (exit status, output).
 
-        Waits for the shell's prompt first.  The markers are typed with quotes inside
+        Waits for the shell's prompt first (``after_prompt=False``: the caller knows the
+        shell is waiting, though other output may have followed its prompt).  The markers
+        are typed with quotes inside
         them ('_'), so the shell's echo of the typed line never matches what ``echo``
         prints.  Needs a QEMU whose i.MX UART takes input (10; 7.2 drops it after about
         one line).
         """
-        self.console.expect_prompt(self.prompt, timeout)  # ash flushes input before its prompt
+        if after_prompt:  # ash flushes input typed before its prompt
+            self.console.expect_prompt(self.prompt, timeout)
         self._tags += 1
         tag = f"CMD{self._tags}x{time.monotonic_ns() % 10**6}"
         self.sendline(f"echo {tag}'_'BEGIN; {command}; echo {tag}'_'END=$?")

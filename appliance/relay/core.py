@@ -95,6 +95,7 @@ class RelayStats:
     outage_seconds: float = 0.0
     failed_by_deadline: int = 0
     failed_by_replays: int = 0   # sent on MAX_REPLAYS new connections, each lost before the reply
+    stale_tls_errors: int = 0    # TLS errors from a stale OpenSSL error queue, ignored
     bytes_to_kernel: int = 0
     outage_log: list[float] = field(default_factory=list)
 

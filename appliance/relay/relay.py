@@ -75,6 +75,7 @@ from collections import deque
 from appliance.errors import NBDError
 from appliance.nbd import NEED_DATA, ConnectionClosed, ExportInfo, Request, ServerTransmission
 from appliance.nbd.pieces import MAX_SIMPLE_LENGTH
+from appliance.relay import stale_tls
 from appliance.relay.core import (
     AcceptServer,
     Answer,
@@ -414,6 +415,17 @@ class Relay:
         self._up = None
         self._up_out.clear()
 
+    def _stale_tls_error(self, what: str, sock: socket.socket, exc: Exception) -> bool:
+        """Whether ``exc`` came from this thread's stale OpenSSL error queue, not from the
+        connection (:mod:`appliance.relay.stale_tls`); the queue is emptied if so."""
+        if not self._up_ssl or not stale_tls.healthy(sock):
+            return False
+        stale_tls.clear_thread_errors()
+        self.stats.stale_tls_errors += 1
+        log.warning("TLS %s reported %s on a healthy connection: a stale OpenSSL error "
+                    "(cleared), not a connection loss", what, exc)
+        return True
+
     def _lost(self, why: str) -> None:
         self._do(self.core.handle(ConnectionLost(why), time.monotonic()))
 
@@ -428,6 +440,8 @@ class Relay:
                 self._up_want_write_on_read = True
                 return
             except (OSError, ssl.SSLError) as exc:
+                if self._stale_tls_error("send", sock, exc):
+                    return  # as if it would block: the write is retried when writable
                 self._lost(f"send failed: {exc}")
                 return
             out.consume(sent)
@@ -444,6 +458,8 @@ class Relay:
             except ssl.SSLWantWriteError:
                 break
             except (OSError, ssl.SSLError) as exc:
+                if self._stale_tls_error("receive", sock, exc):
+                    break  # as if it would block
                 self._lost(f"receive failed: {exc}")
                 return
             if not n:
