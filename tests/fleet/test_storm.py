@@ -1,7 +1,8 @@
 """``appliance bench storm`` at small N: the recorded boot trace, replayed for real.
 
 Two simulated boards (own identities, own qemu-nbd, TLS-PSK on 127.0.0.1) replay the
-committed trace of a sabrelite boot; every read is answered and the table has a row
+committed trace of a sabrelite boot (the minimal root; the Debian root's trace is
+checked to be a real boot too); every read is answered and the table has a row
 per N with no errors.  Figures are printed, not asserted against times.
 """
 
@@ -13,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from appliance.host.fleet.trace import DEFAULT_TRACE, load
+from appliance.host.fleet.trace import DEBIAN_TRACE, DEFAULT_TRACE, load
 
 from .conftest import pid_alive
 
 pytestmark = pytest.mark.interop
 
 
-def test_the_committed_trace_is_a_real_boot() -> None:
-    ops = load(DEFAULT_TRACE)
+@pytest.mark.parametrize("trace", [DEFAULT_TRACE, DEBIAN_TRACE], ids=["minimal", "debian"])
+def test_the_committed_traces_are_real_boots(trace: Path) -> None:
+    ops = load(trace)
     reads = [op for op in ops if op.command == "R"]
     assert len(reads) > 100 and ops[-1].t > 1.0
     assert reads[0].offset == 0  # the server check / partition probe reads block 0 first

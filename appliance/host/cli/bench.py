@@ -75,7 +75,7 @@ def register_board(sub: Any) -> None:
 
 def register_storm(sub: Any) -> None:
     """Add ``appliance bench storm`` and ``appliance bench record-trace``."""
-    from appliance.host.fleet.trace import DEFAULT_TRACE
+    from appliance.host.fleet.trace import DEBIAN_TRACE, DEFAULT_TRACE
 
     st = sub.add_parser("storm", help="N simulated boards boot at once from appliance serve",
                         description="Replay a recorded boot trace from N client processes "
@@ -85,7 +85,8 @@ def register_storm(sub: Any) -> None:
     st.add_argument("--boards", default="1,8,32,64", metavar="N,N,...",
                     help="board counts (default 1,8,32,64)")
     st.add_argument("--trace", type=Path, default=DEFAULT_TRACE,
-                    help=f"trace file (default: {DEFAULT_TRACE.name}, a recorded sabrelite boot)")
+                    help=f"trace file (default: {DEFAULT_TRACE.name}, a recorded sabrelite "
+                    f"boot of the minimal root; {DEBIAN_TRACE} is the Debian root's)")
     st.add_argument("--image", type=Path, help="golden image (default: synthesised to fit "
                     "the trace, random data where it reads)")
     st.add_argument("--root-mode", choices=("overlay", "cow"), default="overlay",
@@ -102,8 +103,11 @@ def register_storm(sub: Any) -> None:
                         description="Boot the built image under qemu-system-arm -M sabrelite "
                         "with its root served by nbdkit's log filter over TLS-PSK, and write "
                         "the requests the server received as a trace.")
-    rt.add_argument("output", type=Path)
+    rt.add_argument("output", type=Path, help="the trace file to write (gzipped text)")
     rt.add_argument("--out", type=Path, default=Path("out"), help="artefacts (default ./out)")
+    rt.add_argument("--root", choices=("minimal", "debian"), default="minimal",
+                    help="which NBD root boots: the busybox minimal root (default) or the "
+                    "Debian systemd root (to its status line, after systemd's start-up)")
     rt.set_defaults(func=cmd_record)
 
 
@@ -183,5 +187,6 @@ def cmd_record(args: argparse.Namespace) -> int:
     from appliance.host.fleet.trace import record
 
     with signals_raise():  # SIGTERM/SIGHUP unwind too: nbdkit and QEMU are ended by PID
-        record(args.out, args.output, report_line)
+        record(args.out, args.output, report_line,
+               timeout=900.0 if args.root == "debian" else 300.0, root=args.root)
     return 0

@@ -27,7 +27,8 @@ LOG_LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) connection=\d+ (\w
                       r"(?: offset=(0x[0-9a-f]+) count=(0x[0-9a-f]+))?")
 
 Reporter = Callable[[str], None]
-DEFAULT_TRACE = Path(__file__).parent / "traces" / "boot-sabrelite.txt.gz"
+DEFAULT_TRACE = Path(__file__).parent / "traces" / "boot-sabrelite.txt.gz"  # minimal root
+DEBIAN_TRACE = DEFAULT_TRACE.with_name("boot-sabrelite-debian.txt.gz")  # systemd root
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +91,19 @@ def extent(ops: list[Op]) -> int:
     return max(op.offset + op.length for op in ops)
 
 
-def record(out: Path, dest: Path, report: Reporter, timeout: float = 300.0) -> list[Op]:
-    """Boot the built image from nbdkit (log + cow filters) and write the trace to ``dest``."""
+def record(out: Path, dest: Path, report: Reporter, timeout: float = 300.0,
+           root: str = "minimal") -> list[Op]:
+    """Boot the built image from nbdkit (log + cow filters) and write the trace to ``dest``.
+
+    ``root``: a key of :data:`appliance.host.demo.ROOTS` (``debian``: systemd; give it a
+    longer ``timeout``: its status line comes after systemd's start-up)."""
     from appliance.config.psk import generate_key
     from appliance.host.demo import (
         EXPORT,
         FAILED_STEP,
         IDENTITY,
         ROOT_OK,
+        ROOTS,
         board_initrd,
         boot_argv,
         guest_uri,
@@ -114,7 +120,8 @@ def record(out: Path, dest: Path, report: Reporter, timeout: float = 300.0) -> l
     psk = make_psk(work / "tls", IDENTITY, key)
     logfile = work / "requests.log"
     logfile.unlink(missing_ok=True)
-    server = start_nbdkit("file", str((out / "rootfs.ext4").resolve()), f"logfile={logfile}",
+    image = (out / ROOTS[root]).resolve()
+    server = start_nbdkit("file", str(image), f"logfile={logfile}",
                           tmp=work / "nbdkit", psk_file=psk, filters=("log", "cow"),
                           export=EXPORT)
     try:
@@ -138,6 +145,6 @@ def record(out: Path, dest: Path, report: Reporter, timeout: float = 300.0) -> l
         server.stop()
     ops = parse_nbdkit_log(logfile.read_text(errors="replace"))
     report(f"{len(ops)} requests recorded, {ops[-1].t:.1f} s from the first to the last")
-    write(dest, ops, f"boot of {IDENTITY} on -M sabrelite, {out / 'rootfs.ext4'}\n"
+    write(dest, ops, f"boot of {IDENTITY} on -M sabrelite, {image.name} ({root} root)\n"
           "SECONDS COMMAND OFFSET LENGTH (nbdkit log filter)")
     return ops
