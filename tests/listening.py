@@ -1,4 +1,5 @@
-"""Waiting until something listens on a loopback TCP port, without connecting to it.
+"""Loopback TCP ports seen in the kernel's table, without connecting to them: waiting
+until something listens, and whether a connection to a port is established.
 
 The kernel's table (/proc/net/tcp) is read instead: a server that accepts one connection
 only (QEMU's ``-chardev socket,server=on``, ``socat tcp-listen`` without ``fork``) would
@@ -11,15 +12,24 @@ import time
 
 from appliance.deadline import Deadline
 
-TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
+TCP_ESTABLISHED, TCP_LISTEN = "01", "0A"  # the state column of /proc/net/tcp
 POLL_S = 0.05
+
+
+def _rows() -> list[list[str]]:
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        return [line.split() for line in f.readlines()[1:]]
 
 
 def listening(port: int) -> bool:
     """Whether a socket listens on 127.0.0.1:``port`` now."""
-    with open("/proc/net/tcp", encoding="ascii") as f:
-        rows = [line.split() for line in f.readlines()[1:]]
-    return any(r[1] == f"0100007F:{port:04X}" and r[3] == TCP_LISTEN for r in rows)
+    return any(r[1] == f"0100007F:{port:04X}" and r[3] == TCP_LISTEN for r in _rows())
+
+
+def established(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:``port`` is established now (the remote column:
+    QEMU's user networking connects to the host's servers from 127.0.0.1)."""
+    return any(r[2] == f"0100007F:{port:04X}" and r[3] == TCP_ESTABLISHED for r in _rows())
 
 
 def wait_for_listen(port: int, timeout: float = 30.0, what: str = "the server") -> None:

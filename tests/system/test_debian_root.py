@@ -40,6 +40,7 @@ from appliance.host.servers import NBDServer
 from image.qemu import QemuBoard
 from tests.figures import figure
 from tests.image_artefacts import debugfs
+from tests.listening import established
 from tests.system.agent_boot import boot, psk_settings, raw_root, start_root_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
@@ -145,13 +146,6 @@ def no_nbd_errors(console: str) -> None:
     assert "password changed in future" not in console
 
 
-def connected(port: int) -> bool:
-    """An established TCP connection to 127.0.0.1:``port`` (QEMU's user net, the relay's)."""
-    with open("/proc/net/tcp", encoding="ascii") as f:
-        rows = [line.split() for line in f.readlines()[1:]]
-    return any(r[2] == f"0100007F:{port:04X}" and r[3] == "01" for r in rows)
-
-
 def start_board(image_dir: Path, tmp_path: Path,
                 serve: list[NBDServer]) -> tuple[Path, NBDServer, QemuBoard]:
     """A raw copy of debian.ext4 served over TLS-PSK and a board booting from it."""
@@ -186,7 +180,7 @@ def test_debian_root_boots_hands_over_the_network_reboots_and_powers_off_clean(
         board.sendline("systemctl poweroff")
         # QEMU's sabrelite has no power-off handler: the kernel halts instead
         board.expect(r"reboot: Power down|System halted", 600)
-        relay_connected = connected(server.port)
+        relay_connected = established(server.port)  # the relay's, through QEMU's user net
     finally:
         board.stop()
     console = board.output
