@@ -8,7 +8,10 @@ would normally kill or stall it:
   when killing everything at switch_root and at shutdown.  What is checked is
   ``/proc/PID/cmdline``, i.e. argv, which prctl(PR_SET_NAME) and /proc/self/comm
   cannot change; the only honest way for a Python program is to re-exec itself
-  with ``argv[0] = '@appliance-relay'`` (:func:`reexec_with_at_argv0`).
+  with ``argv[0] = '@appliance-relay'`` (:func:`reexec_with_at_argv0`), or, forked
+  from PID 1, to overwrite argv[0]'s first byte (:func:`mark_argv0_in_place`).
+  /proc/self/comm then names the daemon for ps and top (``nbdroot-relay``,
+  ``nbdroot-ktls``, ``nbdroot-lease``).
 * **mlockall(MCL_CURRENT | MCL_FUTURE)**: a page fault that needs I/O from the
   very disk we serve would deadlock.
 * **oom_score_adj = -1000**: the OOM killer must never pick us.
@@ -25,7 +28,6 @@ kernel or our privileges do not allow it, because refusing to boot is worse.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import site
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.errors import ApplianceError
+from appliance.libc import libc
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,11 @@ MCL_FUTURE = 2
 PR_SET_IO_FLUSHER = 57
 OOM_SCORE_ADJ_MIN = -1000
 THREAD_STACK = 512 * 1024
+COMM_MAX = 15  # TASK_COMM_LEN - 1
+# The root daemons' names in ps and top (argv, which systemd reads, keeps '@python3 ...').
+RELAY_COMM = "nbdroot-relay"
+KTLS_COMM = "nbdroot-ktls"
+LEASE_COMM = "nbdroot-lease"
 
 
 @dataclass
@@ -54,10 +62,6 @@ class HygieneReport:
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def argv0_is_root_daemon(argv0: str | None = None) -> bool:
@@ -118,15 +122,25 @@ def mark_argv0_in_place() -> None:
         raise ApplianceError("could not mark argv[0] with '@' through /proc/self/mem")
 
 
+def name_process(comm: str, path: str = "/proc/self/comm") -> None:
+    """Give this process the name ``comm`` (the kernel keeps 15 bytes); best effort."""
+    try:
+        with open(path, "w", encoding="ascii") as f:
+            f.write(comm[:COMM_MAX])
+    except OSError as exc:
+        log.debug("cannot name this process %r: %s", comm, exc)
+
+
 def fork_root_daemon(serve: Callable[[Callable[[str], None]], None],
-                     what: str = "relay", failed: str = "failed to attach") -> tuple[int, str]:
+                     what: str = "relay", failed: str = "failed to attach",
+                     comm: str = RELAY_COMM) -> tuple[int, str]:
     """Fork a root-storage daemon running ``serve(ready)``; return (pid, its ready line).
 
-    The child starts a new session, marks argv[0] with '@' in place and runs ``serve``,
-    which calls ``ready(text)`` once it serves; the child never returns.  An
-    ApplianceError with the child's exit status if it ends before it is ready.
-    ``what`` names the daemon in errors (the relay; the lease keeper), ``failed`` says
-    what it could not do.
+    The child starts a new session, marks argv[0] with '@' in place, takes the name
+    ``comm`` (what ps and top show) and runs ``serve``, which calls ``ready(text)`` once
+    it serves; the child never returns.  An ApplianceError with the child's exit status
+    if it ends before it is ready.  ``what`` names the daemon in errors (the relay; the
+    lease keeper), ``failed`` says what it could not do.
     """
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -138,6 +152,7 @@ def fork_root_daemon(serve: Callable[[Callable[[str], None]], None],
         try:
             os.setsid()
             mark_argv0_in_place()
+            name_process(comm)
 
             def ready(text: str) -> None:
                 os.write(write_fd, f"{text}\n".encode())
@@ -161,7 +176,7 @@ def fork_root_daemon(serve: Callable[[Callable[[str], None]], None],
 
 def lock_memory(report: HygieneReport) -> None:
     """mlockall(MCL_CURRENT | MCL_FUTURE)."""
-    if _libc().mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+    if libc().mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
         err = ctypes.get_errno()
         report.skipped.append(f"mlockall: {os.strerror(err)}")
         log.warning("mlockall failed: %s (the relay may page-fault on its own disk)",
@@ -182,7 +197,7 @@ def protect_from_oom(report: HygieneReport, path: str = "/proc/self/oom_score_ad
 
 def set_io_flusher(report: HygieneReport) -> None:
     """prctl(PR_SET_IO_FLUSHER, 1) where the kernel has it (Linux >= 5.6, CAP_SYS_RESOURCE)."""
-    if _libc().prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0:
+    if libc().prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         report.skipped.append(f"PR_SET_IO_FLUSHER: {os.strerror(err)}")
         log.info("PR_SET_IO_FLUSHER unavailable: %s", os.strerror(err))

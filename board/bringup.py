@@ -1,8 +1,9 @@
 """Board bring-up in one call: detect the board, load its modules, check its PHY.
 
 This is what the boot path runs before configuring the network: the profile from the
-devicetree, ``modprobe`` of its modules in order, then the PHY policy on what the
-kernel found on the MDIO bus (waiting briefly, since the FEC may finish probing, and
+devicetree, ``modprobe`` of its modules in order (:func:`load_modules`, which the boot
+starts early, in the background), then the PHY policy on what the kernel found on the
+MDIO bus (waiting briefly, since the FEC may finish probing, and
 register its bus, just after ``modprobe fec`` returns).
 """
 
@@ -47,23 +48,32 @@ def wait_for_phy(root: Path, port: Ethernet, configured: PhyAddr, timeout: float
         time.sleep(POLL_S)
 
 
+Modules = tuple[tuple[Loaded, ...], tuple[str, ...]]  # what load_modules returns
+
+
 def bring_up(root: Path = Path("/"), *, iface: str | None = None, phy: PhyAddr | None = None,
              profile: Profile | None = None, loader: ModuleLoader | None = None,
-             phy_timeout: float = 5.0) -> BringUp:
+             phy_timeout: float = 5.0, loaded: Modules | None = None) -> BringUp:
     """Detect, load modules, select the PHY; a BoardError says which step failed and why.
 
     ``phy`` overrides the profile's address (the stored setting) and ``profile`` the
     detected board; a port whose profile names no MDIO bus (the generic i.MX6 one)
-    accepts a PHY on any bus.
+    accepts a PHY on any bus.  ``loaded``: :func:`load_modules` of this profile, already
+    run (the boot runs it in the background during the console countdown).
     """
     profile = profile or detect(root)
     port = profile.port(iface)
-    loader = loader or ModuleLoader(root=root)
-    modules = tuple(loader.load(profile.load_order))
+    modules, restart_failed = loaded or load_modules(profile, loader or ModuleLoader(root=root))
     configured = port.phy if phy is None else phy
     selection = wait_for_phy(root, port, configured, phy_timeout)
     log.info("%s: %s, PHY %s", profile.name, port.iface, selection.phy.describe())
-    return BringUp(profile, port, modules, selection, load_restart(loader, profile))
+    return BringUp(profile, port, modules, selection, restart_failed)
+
+
+def load_modules(profile: Profile, loader: ModuleLoader) -> Modules:
+    """The profile's modules in order (a BoardError names the one that failed), then its
+    restart modules, best effort: (what happened to each, the restart ones that failed)."""
+    return tuple(loader.load(profile.load_order)), load_restart(loader, profile)
 
 
 def load_restart(loader: ModuleLoader, profile: Profile) -> tuple[str, ...]:

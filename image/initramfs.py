@@ -6,7 +6,8 @@ ensurepip ...), Debian's python3-pyroute2 / -netifaces / -serial / -cryptography
 -libfdt, the agent packages ``appliance`` and ``board`` from the checkout, the kernel
 modules named in the package list, and exactly the shared libraries those programs and
 extension modules need (found by following DT_NEEDED).  All Python is precompiled to
-unchecked-hash bytecode: under QEMU's TCG this makes imports about five times faster.
+unchecked-hash bytecode: under QEMU's TCG this makes imports about five times faster;
+only the agent keeps its sources (:func:`precompile`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import compileall
 import logging
 import os
 import py_compile
+import re
 import shutil
 import stat
 import sys
@@ -39,11 +41,16 @@ DIST = Path("usr/lib/python3/dist-packages")
 LIBDIRS = (Path("usr/lib/arm-linux-gnueabihf"), Path("usr/lib"))
 PROGRAMS = ("usr/bin/busybox", "usr/bin/kmod", f"usr/bin/{PY}")
 KMOD_LINKS = ("modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo")
-# Standard library parts a headless agent never imports.  (sqlite3 stays: importing any
-# part of pyroute2 runs its __init__, which imports pyroute2.ndb, which imports sqlite3.)
-STDLIB_PRUNE = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-                "pydoc_data", "venv", "curses", "turtle.py", "antigravity.py",
+# Standard library parts a headless agent never imports.  (sqlite3 stays: a whole
+# ``import pyroute2``, as ``appliance`` commands on the board do, imports pyroute2.ndb,
+# which imports sqlite3.)  Debian's sitecustomize.py only tries to import apport, which
+# costs 67 ms at every start under qemu-user.
+STDLIB_PRUNE = ("sitecustomize.py", "test", "idlelib", "tkinter", "turtledemo", "ensurepip",
+                "lib2to3", "pydoc_data", "venv", "curses", "turtle.py", "antigravity.py",
                 "this.py", "__phello__", "__hello__.py", "EXTERNALLY-MANAGED", "LICENSE.txt")
+# Debian packages' optional parts nothing on the board imports: psutil (pyroute2's ss2
+# tool tries it), bcrypt (cryptography's OpenSSH key loading), pyroute2's old module name.
+DIST_PRUNE = ("psutil", "psutil-*.dist-info", "bcrypt", "bcrypt-*.dist-info", "pr2modules")
 DYNLOAD_PRUNE = ("_test", "xx", "_ctypes_test", "_curses", "_dbm", "_gdbm",
                  "_tkinter", "readline", "_interp")
 NODES = (Node("dev/console", stat.S_IFCHR | 0o600, 5, 1),
@@ -73,12 +80,14 @@ def copy_from_tree(src_tree: Path, dst_tree: Path, rel: Path) -> None:
 
 
 def _prune(base: Path, names: Iterable[str], prefixes: Iterable[str] = ()) -> None:
-    for name in names:
-        victim = base / name
-        if victim.is_dir() and not victim.is_symlink():
-            shutil.rmtree(victim)
-        elif victim.exists() or victim.is_symlink():
-            victim.unlink()
+    """Remove ``names`` (glob patterns) under ``base``, the lib-dynload modules starting
+    with ``prefixes``, and every ``__pycache__``."""
+    for pattern in names:
+        for victim in sorted(base.glob(pattern)):
+            if victim.is_dir() and not victim.is_symlink():
+                shutil.rmtree(victim)
+            else:
+                victim.unlink()
     for victim in sorted(base.glob("lib-dynload/*")):
         if victim.name.startswith(tuple(prefixes)):
             victim.unlink()
@@ -117,12 +126,10 @@ def add_python(src_tree: Path, dst_tree: Path) -> None:
     """Python 3.13, a pruned standard library, and the Debian Python packages."""
     copy_from_tree(src_tree, dst_tree, STDLIB)
     copy_from_tree(src_tree, dst_tree, DIST)
-    # the target of the stdlib's sitecustomize.py
-    copy_from_tree(src_tree, dst_tree, Path("etc") / PY)
     # OpenSSL loads its legacy provider at run time (no DT_NEEDED): cryptography needs it.
     copy_from_tree(src_tree, dst_tree, LIBDIRS[0] / "ossl-modules")
     _prune(dst_tree / STDLIB, STDLIB_PRUNE, DYNLOAD_PRUNE)
-    _prune(dst_tree / DIST, ())
+    _prune(dst_tree / DIST, DIST_PRUNE)
     (dst_tree / "usr/bin/python3").symlink_to(PY)
 
 
@@ -154,21 +161,42 @@ def agent_sources(repo: Path = REPO) -> list[Path]:
 
 
 def precompile(dst_tree: Path) -> None:
-    """Compile every .py to unchecked-hash bytecode, with target paths in tracebacks."""
+    """Compile every .py to unchecked-hash bytecode, with target paths in tracebacks.
+
+    The agent keeps its sources (``__pycache__`` beside them: its tracebacks show the
+    line).  The standard library and the Debian packages go sourceless, each ``.pyc``
+    where its ``.py`` was, as Buildroot's "precompiled only" images do: their sources
+    were 15 MiB of the 51 MiB the kernel unpacks at every boot, seconds under emulation.
+    A file that does not compile keeps its source.
+    """
     if sys.version_info[:2] != (3, 13):
         raise ImageError("the image's bytecode must be compiled by Python 3.13 "
                          f"(this is {sys.version.split()[0]}): run the builder from .venv")
     mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+    agent = [dst_tree / DIST / name for name in AGENT_PACKAGES]
+    agent_rx = re.compile("|".join(re.escape(f"/{DIST / name}/") for name in AGENT_PACKAGES))
     for rel in (STDLIB, DIST):
-        ok = compileall.compile_dir(dst_tree / rel, ddir=f"/{rel}", quiet=2,
-                                    invalidation_mode=mode, workers=os.cpu_count() or 1)
+        ok = compileall.compile_dir(dst_tree / rel, ddir=f"/{rel}", quiet=2, legacy=True,
+                                    rx=agent_rx, invalidation_mode=mode,
+                                    workers=os.cpu_count() or 1)
         if not ok:
             log.warning("some files under /%s did not compile (kept as source)", rel)
-    for name in AGENT_PACKAGES:
-        missing = [p for p in (dst_tree / DIST / name).rglob("*.py")
+        _drop_compiled_sources(dst_tree / rel, agent)
+    for package in agent:
+        compileall.compile_dir(package, ddir=f"/{package.relative_to(dst_tree)}", quiet=2,
+                               invalidation_mode=mode, workers=os.cpu_count() or 1)
+        missing = [p for p in package.rglob("*.py")
                    if not (p.parent / "__pycache__" / f"{p.stem}.cpython-313.pyc").exists()]
         if missing:
             raise ImageError(f"agent source did not compile: {missing[0]}")
+
+
+def _drop_compiled_sources(base: Path, keep: list[Path]) -> None:
+    """Remove each .py under ``base`` that has its .pyc beside it, except under ``keep``."""
+    for source in sorted(base.rglob("*.py")):
+        if source.with_suffix(".pyc").exists() and not any(
+                source.is_relative_to(k) for k in keep):
+            source.unlink()
 
 
 def add_base(src_tree: Path, dst_tree: Path, spec: ImageSpec) -> None:

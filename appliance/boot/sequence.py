@@ -3,7 +3,8 @@
 Steps, each timed on the console (:mod:`appliance.boot.timeline`):
 
 1. config   -- load the stored settings; offer the console prompt (countdown);
-2. board    -- detect the board, ``modprobe`` the FEC's modules, check the PHY;
+2. board    -- detect the board, ``modprobe`` the FEC's modules, check the PHY (the
+               modules start loading in the background before the countdown);
 3. network  -- link up, carrier, DHCP or the static address; a DHCP lease gets its
                keeper ('@' process, :mod:`appliance.net.keeper`) renewing it from then on;
                a runtime .network in /run hands the interface over to the root's
@@ -24,6 +25,7 @@ or a raw area; default ``/etc/nbdroot``), ``nbdroot.device=/dev/nbdN`` and ``ini
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from appliance.backoff import Backoff
@@ -40,12 +42,15 @@ from appliance.boot.timeline import Timeline
 from appliance.config import BootConfig
 from appliance.deadline import Deadline
 from appliance.errors import ApplianceError, NBDError
-from appliance.run import run as run_tool
 from appliance.status import OVERLAY_LOWER
 
 if TYPE_CHECKING:
+    from appliance.background import Background
     from appliance.ktls.offload import BackgroundLoad
     from appliance.net.static import IPv4Config
+    from appliance.relay.upstream import Upstream
+    from board.bringup import Modules
+    from board.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ RUN_DIR = Path("/run/nbdroot")
 LOWER = Path(OVERLAY_LOWER)  # root.mode=overlay: the read-only export, below the overlay
 NEWROOT = "/newroot"
 DEVICE_WAIT_S = 30.0
+SERVER_TIMEOUT_S = 10.0  # one negotiation of the server step
 
 
 @dataclass(frozen=True)
@@ -110,25 +116,30 @@ def test_connection(boot: BootConfig) -> str:
     return f"ok: {len(uris)} replicas: " + "; ".join(found)
 
 
-def wait_for_server(uri: str, boot: BootConfig, out: TextIO) -> str:
+class Found(NamedTuple):
+    """What the server step found: the export, and the negotiated connection when asked
+    to keep it (the relay then serves from it instead of negotiating once more)."""
+
+    description: str
+    upstream: Upstream | None = None
+
+
+def wait_for_server(uri: str, boot: BootConfig, out: TextIO, *, keep: bool = False) -> Found:
     """Negotiate until a server answers; report each new failure once, retry with backoff.
 
     ``uri``: one URI or several replicas, space-separated (each round tries them in
     order; the first that answers ends the wait).  Returns a one-line description of the
-    export; raises the last NBDError once ``retry.deadline`` (if any) has passed.
+    export and, with ``keep`` (one URI), the connection negotiated as the relay does it
+    (NBD_OPT_GO); raises the last NBDError once ``retry.deadline`` (if any) has passed.
     """
-    from appliance.client import export_info
-    from appliance.transport import ConnectPolicy
-
     deadline, last = Deadline(boot.retry_deadline), ""
     backoff = Backoff(boot.retry_backoff_initial, boot.retry_backoff_max)
-    policy = ConnectPolicy(timeout=10.0, attempts=1)
+    probes = [_probe(one, keep) for one in uri.split()]
     attempt = 0
     while True:
-        for one in uri.split():
+        for probe in probes:
             try:
-                info = export_info(one, policy=policy)
-                return f"{info.name or '(default)'}, {info.size} bytes"
+                return probe()
             except NBDError as exc:
                 if deadline.expired:
                     raise
@@ -139,11 +150,39 @@ def wait_for_server(uri: str, boot: BootConfig, out: TextIO) -> str:
         attempt += 1
 
 
-def start_relay(uri: str, boot: BootConfig, device: str) -> str:
+def _probe(uri: str, keep: bool) -> Callable[[], Found]:
+    """One negotiation with ``uri`` per call: NBD_OPT_INFO, or with ``keep`` the relay's own
+    connector (NBD_OPT_GO; its TLS context, key included, made once here)."""
+    from appliance.client import export_info
+    from appliance.nbd.uri import parse_uri
+    from appliance.relay.upstream import uri_connector
+    from appliance.transport import ConnectPolicy
+
+    def describe(name: str, size: int) -> str:
+        return f"{name or '(default)'}, {size} bytes"
+
+    if keep:
+        connect = uri_connector(parse_uri(uri), timeout=SERVER_TIMEOUT_S)
+
+        def negotiated() -> Found:
+            up = connect()
+            return Found(describe(up.info.name, up.info.size), up)
+        return negotiated
+    policy = ConnectPolicy(timeout=SERVER_TIMEOUT_S, attempts=1)
+
+    def info() -> Found:
+        got = export_info(uri, policy=policy)
+        return Found(describe(got.name, got.size))
+    return info
+
+
+def start_relay(uri: str, boot: BootConfig, device: str,
+                first: Upstream | None = None) -> str:
     """Fork the relay ('@' argv[0], hardened) serving ``device``; returns once attached.
 
     A fork, not ``appliance nbd attach --detach``: the child inherits this process's
-    loaded modules, saving a second Python start-up on the board.
+    loaded modules, saving a second Python start-up on the board.  ``first``: the server
+    step's connection, which the relay serves from (this process closes its copy).
     """
     from appliance.daemon import fork_root_daemon, harden
     from appliance.nbd.uri import parse_uri
@@ -156,13 +195,17 @@ def start_relay(uri: str, boot: BootConfig, device: str) -> str:
     def serve(ready: Callable[[str], None]) -> None:
         harden()
         uris = [parse_uri(u) for u in uri.split()]  # several: replicas, tried in order
-        att, relay = attach_and_serve(uris, policy, AttachOptions(device=device))
+        att, relay = attach_and_serve(uris, policy, AttachOptions(device=device), first=first)
         print(f"{att.path}: attached ({relay.export.size} bytes, {att.method}); serving",
               file=sys.stderr, flush=True)
         ready(att.path)
         relay.run()
 
-    pid, line = fork_root_daemon(serve)
+    try:
+        pid, line = fork_root_daemon(serve)
+    finally:
+        if first is not None:
+            first.sock.close()  # the relay has its own descriptor
     return f"{line} (relay pid {pid})"
 
 
@@ -175,7 +218,7 @@ def start_ktls(uri: str, boot: BootConfig, device: str,
     the session and the TLS context (the PSK is read now, before switch_root removes its
     file) and does NBD_CMD_CONNECT itself, so the kernel records its PID for the device.
     """
-    from appliance.daemon import fork_root_daemon, harden
+    from appliance.daemon import KTLS_COMM, fork_root_daemon, harden
     from appliance.errors import KtlsUnavailable
     from appliance.ktls.supervisor import Supervisor, attach_session, open_first
     from appliance.nbd.uri import parse_uri
@@ -196,17 +239,18 @@ def start_ktls(uri: str, boot: BootConfig, device: str,
         supervisor.run()
 
     try:
-        pid, line = fork_root_daemon(serve)
+        pid, line = fork_root_daemon(serve, comm=KTLS_COMM)
     finally:
         session.close()  # the supervisor has its own descriptor; the kernel its reference
     return f"{line} (supervisor pid {pid})"
 
 
 def start_data_path(uri: str, boot: BootConfig, device: str, out: TextIO,
-                    loading: BackgroundLoad | None = None) -> str:
+                    loading: BackgroundLoad | None = None, first: Upstream | None = None) -> str:
     """The root disk's data path by ``nbd.path``; kTLS falls back to the relay, saying why.
 
-    ``loading``: the kTLS modules' modprobe, started right after the config step."""
+    ``loading``: the kTLS modules' modprobe, started right after the config step;
+    ``first``: the server step's connection, for the relay."""
     from appliance.errors import KtlsUnavailable
 
     if boot.nbd_path == "ktls":
@@ -215,7 +259,7 @@ def start_data_path(uri: str, boot: BootConfig, device: str, out: TextIO,
         except KtlsUnavailable as exc:
             print(f"nbdroot: kTLS path unavailable: {exc}; using the relay", file=out,
                   flush=True)
-    return start_relay(uri, boot, device)
+    return start_relay(uri, boot, device, first)
 
 
 def wait_for_device(device: str, timeout: float = DEVICE_WAIT_S) -> None:
@@ -239,36 +283,34 @@ def mount_root(device: str, init: str, mode: str = "rw", overlay_size: str = "50
     ``overlay_size`` at /run/nbdroot/rw, and an overlayfs of the two on /newroot; /run moves
     into the root with them, so ``appliance status`` finds the lower device there.
     """
+    from appliance.boot.mounts import MS_NOATIME, mount, move
+
     os.makedirs(NEWROOT, exist_ok=True)
     if mode == "overlay":
         mount_overlay(device, overlay_size)
     else:
-        _run(["mount", "-t", "ext4", "-o", "rw,noatime", device, NEWROOT])
+        mount(device, NEWROOT, "ext4", MS_NOATIME)
     if not os.access(NEWROOT + init, os.X_OK):
         raise ApplianceError(f"the root on {device} has no executable {init} "
                              "(wrong export, or give init= on the kernel command line)")
     for mnt in ("/dev", "/proc", "/sys", "/run"):
         os.makedirs(NEWROOT + mnt, exist_ok=True)
-        _run(["mount", "--move", mnt, NEWROOT + mnt])
+        move(mnt, NEWROOT + mnt)
 
 
 def mount_overlay(device: str, size: str) -> None:
     """/newroot = overlayfs: ``device`` read-only below, a tmpfs of ``size`` above."""
+    from appliance.boot.mounts import MS_NOATIME, MS_RDONLY, mount
+
     lower, rw = str(LOWER), str(RUN_DIR / "rw")
     os.makedirs(lower, exist_ok=True)
     os.makedirs(rw, exist_ok=True)
-    _run(["mount", "-t", "ext4", "-o", "ro,noatime", device, lower])
-    _run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", rw])
+    mount(device, lower, "ext4", MS_RDONLY | MS_NOATIME)
+    mount("tmpfs", rw, "tmpfs", data=f"size={size},mode=0755")
     os.makedirs(rw + "/upper", exist_ok=True)
     os.makedirs(rw + "/work", exist_ok=True)
-    _run(["mount", "-t", "overlay", "-o", f"lowerdir={lower},upperdir={rw}/upper,"
-          f"workdir={rw}/work", "overlay", NEWROOT])
-
-
-def _run(argv: list[str]) -> None:
-    done = run_tool(argv, check=False)
-    if done.returncode != 0:
-        raise ApplianceError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.returncode}")
+    mount("overlay", NEWROOT, "overlay",
+          data=f"lowerdir={lower},upperdir={rw}/upper,workdir={rw}/work")
 
 
 def network_config(boot: BootConfig) -> IPv4Config | None:
@@ -294,17 +336,24 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
 
     advance_to_build_time()
     tl = Timeline(out=out)
+    early: list[BoardModules] = []  # started before the countdown, from the stored config
     try:
         with tl.step("config") as step:
-            boot = configure_at_boot(open_store(opts.config), tester=test_connection)
+            boot = configure_at_boot(open_store(opts.config), tester=test_connection,
+                                     early=lambda stored: early.extend(_board_modules(stored)),
+                                     before_prompt=lambda: _settle(early, out))
             step.detail = boot.nbd_uri or ""
         loading = _ktls_modules(boot)
-        _bring_up(tl, boot)
+        _bring_up(tl, boot, early[0] if early else None)
         uri = write_key(boot)
         with tl.step("server") as step:
-            step.detail = wait_for_server(uri, boot, out)
+            # the relay serves from this connection (kTLS negotiates its own, and a
+            # replica set compares its replicas first)
+            found = wait_for_server(uri, boot, out,
+                                    keep=boot.nbd_path == "relay" and len(uri.split()) == 1)
+            step.detail = found.description
         with tl.step("relay") as step:
-            step.detail = start_data_path(uri, boot, opts.device, out, loading)
+            step.detail = start_data_path(uri, boot, opts.device, out, loading, found.upstream)
             wait_for_device(opts.device)
         with tl.step("root") as step:
             mount_root(opts.device, opts.init, boot.root_mode, boot.root_overlay_size)
@@ -325,15 +374,54 @@ def _ktls_modules(boot: BootConfig) -> BackgroundLoad | None:
     return BackgroundLoad()
 
 
-def _bring_up(tl: Timeline, boot: BootConfig) -> None:
+@dataclass(frozen=True)
+class BoardModules:
+    """The board's modules loading in the background (:func:`board.bringup.load_modules`)."""
+
+    profile: Profile
+    job: Background[Modules]
+
+
+def _profile(boot: BootConfig) -> Profile:
+    from board.profile import detect, get_profile
+
+    return get_profile(boot.board_profile) if boot.board_profile else detect(Path("/"))
+
+
+def _board_modules(boot: BootConfig) -> list[BoardModules]:
+    """Start loading the board's modules (none when its profile is unknown: the board step
+    then says why)."""
+    from appliance.background import Background
+    from board.bringup import load_modules
+    from board.modules import ModuleLoader
+
+    try:
+        profile = _profile(boot)
+    except ApplianceError:
+        return []
+    job = Background("board-modules", lambda: load_modules(profile, ModuleLoader()))
+    return [BoardModules(profile, job)]
+
+
+def _settle(early: list[BoardModules], out: TextIO) -> None:
+    """Before the prompt opens: let the board's modules finish loading (an error is the
+    board step's to report)."""
+    for loading in early:
+        print("nbdroot: loading the board's modules first ...", file=out, flush=True)
+        with contextlib.suppress(ApplianceError):
+            loading.job.wait()
+
+
+def _bring_up(tl: Timeline, boot: BootConfig, early: BoardModules | None) -> None:
     from appliance.net.up import bring_up as net_up
     from board.bringup import bring_up as board_up
-    from board.profile import PhyAddr, get_profile
+    from board.profile import PhyAddr
 
     with tl.step("board") as step:
-        profile = get_profile(boot.board_profile) if boot.board_profile else None
+        profile = _profile(boot)
+        loaded = early.job.wait() if early and early.profile == profile else None
         phy: PhyAddr = "auto" if boot.board_phy is None else boot.board_phy
-        found = board_up(iface=boot.net_interface, phy=phy, profile=profile)
+        found = board_up(iface=boot.net_interface, phy=phy, profile=profile, loaded=loaded)
         step.detail = f"{found.profile.name}, PHY {found.selection.phy.describe()}"
         if found.restart_failed:
             step.detail += f"; NO REBOOT ({'; '.join(found.restart_failed)})"

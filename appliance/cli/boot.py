@@ -1,14 +1,14 @@
 """``appliance boot``: the initramfs's PID 1 -- bring the board up and switch to the NBD root.
 
-Run by the image's /init (kernel command line ``appliance.init=boot``), never on a host.
-On success it execs ``switch_root``; on failure it says why on the console and opens a
-rescue shell (PID 1 must not exit: the kernel would panic).
+Never run on a host.  The image's /init (kernel command line ``appliance.init=boot``)
+runs the same code without this command line's parser, as ``python3 -m appliance.boot``
+(:mod:`appliance.boot.pid1`): on success it execs ``switch_root``; on failure it says
+why on the console and opens a rescue shell.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 HELP = """\
@@ -30,28 +30,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from appliance.boot.sequence import NEWROOT, BootOptions, run
-    from appliance.errors import ApplianceError
+    from appliance.boot.pid1 import main
 
-    with open("/proc/cmdline", encoding="ascii", errors="replace") as f:
-        opts = BootOptions.from_cmdline(f.read())
-    try:
-        init = run(opts)
-    except ApplianceError as exc:
-        print(f"nbdroot: boot failed: {exc}", flush=True)
-        return _rescue()
-    if args.no_switch:
-        return 0
-    print(f"nbdroot: switching to the root on {opts.device} ({init})", flush=True)
-    try:
-        os.execvp("switch_root", ["switch_root", NEWROOT, init])
-    except OSError as exc:
-        print(f"nbdroot: boot failed: cannot run switch_root: {exc}", flush=True)
-    return _rescue()
-
-
-def _rescue() -> int:
-    if os.getpid() != 1:
-        return 1
-    print("nbdroot: rescue shell (fix the cause, then 'reboot -f')", flush=True)
-    os.execvp("sh", ["sh"])
+    return main(no_switch=args.no_switch)

@@ -216,16 +216,23 @@ class Session:
 
 def configure_at_boot(store: ConfigStore, fd_in: int = 0, fd_out: int = 1, *,
                       tester: Tester | None = None, countdown: int | None = None,
-                      idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT) -> BootConfig:
+                      idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+                      early: Callable[[BootConfig], None] | None = None,
+                      before_prompt: Callable[[], None] | None = None) -> BootConfig:
     """Load the stored config, offer the prompt, and return the checked config to boot.
 
     The prompt opens after a key press during the countdown (``console.countdown``
     seconds unless *countdown* is given), or at once if the stored configuration is
-    damaged or incomplete.  Raises ConsoleError only if the console closes while the
-    configuration still cannot boot.
+    damaged or incomplete.  ``early`` gets the stored config, if it can boot, before the
+    countdown (what it starts may run meanwhile); ``before_prompt`` runs before the prompt
+    opens (to let that work finish, so that the kernel's messages do not interleave with
+    the session).  Raises ConsoleError only if the console closes while the configuration
+    still cannot boot.
     """
     term = Terminal(fd_in, fd_out)
     config, boot, problem = _load(store)
+    if boot is not None and early is not None:
+        early(boot)
     with term.raw():
         if boot is not None:
             seconds = boot.console_countdown if countdown is None else countdown
@@ -233,6 +240,8 @@ def configure_at_boot(store: ConfigStore, fd_in: int = 0, fd_out: int = 1, *,
                 return boot
         else:
             term.write(f"nbdroot: cannot boot: {_one_line(problem or '')}\n")
+        if before_prompt is not None:
+            before_prompt()
         config = Session(term, store, config, tester).run(idle_timeout)
     return config.boot_config()
 

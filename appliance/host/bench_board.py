@@ -9,7 +9,8 @@ Each boot serves a fresh sparse copy of ``rootfs.ext4`` with qemu-nbd on 127.0.0
 was written (the root's rcS runs it once the root is up).  The script measures, on the
 board, the same for both:
 
-* the agent's RSS (processes whose argv[0] starts with ``@``, and ``nbd-client``);
+* the agent's RSS (processes whose argv[0] starts with ``@``, and ``nbd-client``): the
+  data path's (relay or kTLS supervisor) and the lease keeper's apart, by their names;
 * ``dd bs=1M`` from ``/dev/nbd0``, cold cache, then ``dd bs=4k iflag=direct`` (one
   request at a time), both on allocated data of the root image (found on the host
   with SEEK_DATA, so no read is answered as a hole);
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from appliance.daemon import LEASE_COMM
 from appliance.errors import ApplianceError
 
 if TYPE_CHECKING:
@@ -92,7 +94,8 @@ class BootRun:
     init_to_root: float = 0.0
     qemu_to_root_up: float = 0.0
     dd: dict[str, float] = field(default_factory=dict)  # name -> MB/s
-    rss_kb: int = 0
+    rss_kb: int = 0  # the data path: relay or kTLS supervisor (ours), nbd-client
+    keeper_kb: int = 0  # ours: the DHCP lease keeper
     agents: list[str] = field(default_factory=list)
 
 
@@ -287,9 +290,13 @@ def _measure(board: QemuBoard, variant: str, timeout: float, log: Path) -> BootR
 
 def record_result(run: BootRun, key: str, value: str) -> None:
     """One ``bench: KEY VALUE`` line of the script into ``run``."""
-    if key == "agent":
+    if key == "agent":  # RSS_KB PID COMM ARGV...
         rss, rest = value.split(" ", 1)
-        run.rss_kb += int(rss) if rss.isdigit() else 0
+        kb = int(rss) if rss.isdigit() else 0
+        if rest.split()[1:2] == [LEASE_COMM]:
+            run.keeper_kb += kb
+        else:
+            run.rss_kb += kb
         run.agents.append(rest)
     elif key.startswith("dd-"):
         m = DD_LINE.search(value)

@@ -24,6 +24,7 @@ class Metric:
     value: Callable[[BootRun], float]
     lower_is_better: bool
     digits: int = 2
+    none: str = "none"  # a memory cell where no such process runs
 
 
 METRICS = (
@@ -39,15 +40,19 @@ METRICS = (
            False),
     Metric("dd bs=4k oflag=direct write (one at a time)", "MB/s", lambda r: r.dd["write-4k"],
            False, 3),
-    Metric("agent RSS after boot (relay / nbd-client)", "MB", lambda r: r.rss_kb / 1024,
-           True, 1),
+    Metric("data path RSS after boot (relay or kTLS supervisor / nbd-client)", "MB",
+           lambda r: r.rss_kb / 1024, True, 1,
+           "none (no process: the kernel holds the socket)"),
+    Metric("DHCP lease keeper RSS after boot", "MB", lambda r: r.keeper_kb / 1024, True, 1,
+           "none (udhcpc exits: nothing renews the lease)"),
 )
 
 
-def cell(values: list[float], digits: int, unit: str) -> str:
-    """``median unit (min-max)``, or just the value for one run."""
+def cell(values: list[float], digits: int, unit: str, none: str = "none") -> str:
+    """``median unit (min-max)``, or just the value for one run (``none`` for memory of
+    a process that does not run)."""
     if unit == "MB" and not any(values):
-        return "none (no process: the kernel holds the socket)"
+        return none
     med = statistics.median(values)
     text = f"{med:.{digits}f} {unit}"
     if len(values) > 1:
@@ -80,8 +85,8 @@ def table(runs: list[BootRun], ours_label: str = "ours (TLS-PSK, relay)") -> lis
         base = [m.value(r) for r in by[BASELINE]]
         if not ours or not base:
             continue
-        lines.append(f"| {m.label} | {cell(ours, m.digits, m.unit)} | "
-                     f"{cell(base, m.digits, m.unit)} | "
+        lines.append(f"| {m.label} | {cell(ours, m.digits, m.unit, m.none)} | "
+                     f"{cell(base, m.digits, m.unit, m.none)} | "
                      f"{ratio(m, statistics.median(ours), statistics.median(base))} |")
     for r in by[OURS][:1] + by[BASELINE][:1]:
         for agent in r.agents:

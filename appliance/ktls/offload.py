@@ -16,11 +16,10 @@ import logging
 import socket
 import ssl
 import struct
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.daemon import THREAD_STACK
+from appliance.background import Background
 from appliance.errors import ApplianceError, KtlsUnavailable
 from appliance.run import run
 
@@ -53,30 +52,14 @@ def load_modules(modules: tuple[str, ...] = MODULES) -> list[str]:
     return failed
 
 
-class BackgroundLoad:
+class BackgroundLoad(Background[list[str]]):
     """:func:`load_modules` in a thread, started early in the boot: loading the AEADs runs
     the kernel's crypto self-tests, seconds under emulation, which can overlap the board
-    and network bring-up instead of delaying the root."""
+    and network bring-up instead of delaying the root.  ``wait()``: the modules that
+    failed."""
 
     def __init__(self, modules: tuple[str, ...] = MODULES) -> None:
-        self._failed: list[str] = []
-        self._thread = threading.Thread(target=self._load, args=(modules,),
-                                        name="ktls-modules", daemon=True)
-        # A small stack: glibc keeps an ended thread's stack for reuse, and the supervisor,
-        # forked from this process, locks every page it has (8 MiB by default).
-        default = threading.stack_size(THREAD_STACK)
-        try:
-            self._thread.start()
-        finally:
-            threading.stack_size(default)
-
-    def _load(self, modules: tuple[str, ...]) -> None:
-        self._failed = load_modules(modules)
-
-    def wait(self) -> list[str]:
-        """Until modprobe is done (it has its own timeout); the modules that failed."""
-        self._thread.join()
-        return self._failed
+        super().__init__("ktls-modules", lambda: load_modules(modules))
 
 
 def _modprobe(*names: str) -> str | None:

@@ -202,7 +202,7 @@ def start(iface: str, cfg: IPv4Config, *, run_dir: Path = RUN_DIR,
     Returns (pid, its ready line) once it runs.  ``rounds``: end after that many renewals
     (tests); by default it runs for as long as the board does.
     """
-    from appliance.daemon import fork_root_daemon, harden
+    from appliance.daemon import LEASE_COMM, fork_root_daemon, harden
 
     lease = Lease.granted(cfg.address, cfg.server, cfg.lease_s, time.monotonic())
     keeper = Keeper(iface, lease, read_mac(iface), lambda: secrets.randbits(32))
@@ -219,6 +219,7 @@ def start(iface: str, cfg: IPv4Config, *, run_dir: Path = RUN_DIR,
               f"{cfg.server or 'unknown server'}), renewal in {lease.t1_s:.0f} s")
         runner.run(rounds)
 
-    pid, line = fork_root_daemon(serve, what="lease keeper", failed="failed to start")
+    pid, line = fork_root_daemon(serve, what="lease keeper", failed="failed to start",
+                                 comm=LEASE_COMM)
     os.close(state.fd)  # the child has its own copy
     return pid, f"{line} (pid {pid})"

@@ -32,7 +32,7 @@ def bring_up(iface: str, cfg: IPv4Config | None, *, root: Path = Path("/"),
              dhcp_timeout: float = DHCP_TIMEOUT_S) -> Result:
     """Wait for the interface, set it up, wait for carrier, then apply ``cfg`` (static) or
     a DHCP lease when ``cfg`` is None; DNS servers go to ``<root>/etc/resolv.conf``."""
-    from pyroute2 import IPRoute  # slow to import on the board: only when needed
+    from pyroute2.iproute.linux import IPRoute  # slow on the board: only when needed
 
     with IPRoute() as ipr:
         index = link.ifindex(ipr, iface, iface_timeout)

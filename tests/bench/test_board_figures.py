@@ -43,9 +43,10 @@ def test_the_script_reads_inside_the_allocated_range(tmp_path: Path) -> None:
 def test_dd_lines_and_agents_are_recorded() -> None:
     run = BootRun(OURS)
     record_result(run, "dd-read-4k", "262144 bytes (262 kB, 256 KiB) copied, 0.5 s, 524 kB/s")
-    record_result(run, "agent", "31808 170 python3 @usr/bin/python3 -m appliance boot")
+    record_result(run, "agent", "31808 170 nbdroot-relay @usr/bin/python3 -m appliance.boot")
+    record_result(run, "agent", "21480 205 nbdroot-lease @usr/bin/python3 -m appliance.boot")
     assert run.dd == {"read-4k": pytest.approx(0.524288)}
-    assert run.rss_kb == 31808
+    assert (run.rss_kb, run.keeper_kb) == (31808, 21480)  # the data path and the keeper
     with pytest.raises(BenchError, match="dd read-1M failed"):
         record_result(run, "dd-read-1M", "dd: error reading '/dev/nbd0': Input/output error")
 
@@ -54,7 +55,7 @@ def _run(variant: str, scale: float, rss: int) -> BootRun:
     return BootRun(variant, kernel_to_root=10 * scale, init_to_root=5 * scale,
                    qemu_to_root_up=20 * scale,
                    dd={k: 1 / scale for k in ("read-1M", "read-4k", "write-1M", "write-4k")},
-                   rss_kb=rss)
+                   rss_kb=rss, keeper_kb=rss // 2)
 
 
 def test_the_table_has_medians_ranges_and_ratios() -> None:
@@ -67,5 +68,7 @@ def test_the_table_has_medians_ranges_and_ratios() -> None:
                       "10.00 s (10.00-10.00) | 2.50x slower |")
     read = next(line for line in lines if line.startswith("| dd bs=1M read"))
     assert read.endswith("| 0.40 MB/s (0.33-0.50) | 1.00 MB/s (1.00-1.00) | 0.40x slower |")
-    rss = next(line for line in lines if line.startswith("| agent RSS"))
+    rss = next(line for line in lines if line.startswith("| data path RSS"))
     assert "31.0 MB (30.0-32.0)" in rss and "none (no process" in rss
+    keeper = next(line for line in lines if line.startswith("| DHCP lease keeper RSS"))
+    assert "15.5 MB (15.0-16.0)" in keeper and "none (udhcpc exits" in keeper

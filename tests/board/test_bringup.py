@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import BoardError
-from board.bringup import bring_up, load_restart
+from board.bringup import bring_up, load_modules, load_restart
 from board.modules import ModuleLoader
 from tests.board.conftest import KernelTree
 from tests.board.fakesys import KSZ9021, FakeBoard, FakePhy, sabrelite_under_qemu
@@ -62,3 +62,17 @@ def test_the_restart_handler_loads_after_the_fec_and_its_absence_does_not_stop_t
         bring_up(tmp_path, profile=profile, loader=missing)
     kept = load_restart(missing, profile)  # ... the restart handler is not
     assert len(kept) == 1 and "imx2_wdt" in kept[0], kept
+
+
+def test_modules_loaded_early_are_not_loaded_again(armmp: KernelTree, tmp_path: Path) -> None:
+    """The boot loads the modules in the background during the countdown and hands the
+    result to bring_up, which then only selects the PHY."""
+    sabrelite_under_qemu(tmp_path)
+    profile = bring_up(tmp_path, loader=dry(armmp, tmp_path)).profile
+    early = load_modules(profile, dry(armmp, tmp_path))
+    assert [m.name for m in early[0]][-1] == "fec"
+    broken = ModuleLoader(root=tmp_path, modprobe=str(tmp_path / "no-modprobe"))
+    with pytest.raises(BoardError):  # the reference: this loader cannot load anything
+        bring_up(tmp_path, profile=profile, loader=broken)
+    done = bring_up(tmp_path, profile=profile, loader=broken, loaded=early)
+    assert done.modules == early[0] and done.selection.phy.address == 6

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,13 +97,14 @@ class Board:
     thread: threading.Thread | None = None
 
     def start(self, countdown: int = 5, idle_timeout: float = 20.0,
-              tester: Tester | None = None) -> None:
+              tester: Tester | None = None, **hooks: Any) -> None:
         fd = os.open(self.tty, os.O_RDWR | os.O_NOCTTY)
 
         def run() -> None:
             try:
                 self.result = configure_at_boot(self.store, fd, fd, tester=tester,
-                                                countdown=countdown, idle_timeout=idle_timeout)
+                                                countdown=countdown, idle_timeout=idle_timeout,
+                                                **hooks)
             except BaseException as exc:
                 self.error = exc
             finally:

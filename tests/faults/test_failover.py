@@ -280,6 +280,32 @@ def test_the_boots_server_wait_takes_the_first_replica_that_answers(
             .set("psk.key", key).set("root.mode", "overlay").boot_config())
     out = io.StringIO()
     found = wait_for_server(write_key(boot, tmp_path / "run"), boot, out)
-    assert found == f"golden, {SIZE} bytes"
+    assert found.description == f"golden, {SIZE} bytes" and found.upstream is None
     assert f"127.0.0.1:{port}" in out.getvalue(), out.getvalue()
     assert out.getvalue().rstrip().endswith("; retrying")
+
+
+def test_the_boots_server_wait_keeps_the_connection_for_the_relay(
+        nbd_servers, psk_file: Path, golden: tuple[Path, bytes], tmp_path: Path) -> None:
+    """With one URI the server step negotiates as the relay does (NBD_OPT_GO over TLS-PSK)
+    and hands that connection on: it is in the transmission phase and reads the export."""
+    import io
+
+    from appliance.boot.sequence import wait_for_server, write_key
+    from appliance.client.connection import Connection
+    from appliance.config import Config
+
+    path, data = golden
+    live = _replica(nbd_servers, psk_file, path, "only")
+    key = psk_file.read_text().split(":", 1)[1].strip()
+    uri = f"nbds://alice@127.0.0.1:{live.port}/golden"
+    boot = (Config().set("nbd.uri", uri).set("psk.identity", "alice").set("psk.key", key)
+            .boot_config())
+    found = wait_for_server(write_key(boot, tmp_path / "run"), boot, io.StringIO(), keep=True)
+    assert found.description == f"golden, {SIZE} bytes" and found.upstream is not None
+    up = found.upstream
+    conn = Connection(up.sock, up.info, parse_uri(uri), up.trailing)
+    try:
+        assert conn.pread(SIZE - 4096, 4096) == data[-4096:]
+    finally:
+        conn.close()

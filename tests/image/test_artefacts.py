@@ -82,22 +82,30 @@ def test_initramfs_modules_and_their_dependencies(initramfs: dict[str, newc.Entr
     assert len(modules) < 40  # only what the list asks for, not the whole kernel
 
 
+def _unchecked_hash(pyc: bytes, path: str) -> None:
+    flags = struct.unpack_from("<I", pyc, 4)[0]
+    assert flags == 0b01, f"{path}: expected an unchecked-hash pyc, flags={flags}"
+
+
 def test_initramfs_python_is_pruned_and_precompiled(initramfs: dict[str, newc.Entry]) -> None:
     names = set(initramfs)
     for pruned in ("usr/lib/python3.13/test", "usr/lib/python3.13/tkinter",
-                   "usr/lib/python3.13/idlelib", "usr/lib/python3.13/ensurepip"):
+                   "usr/lib/python3.13/idlelib", "usr/lib/python3.13/ensurepip",
+                   "usr/lib/python3.13/sitecustomize.py", "usr/lib/python3/dist-packages/psutil",
+                   "usr/lib/python3/dist-packages/bcrypt"):
         assert pruned not in names
-    for module in ("ssl", "json/__init__", "socket", "selectors"):
-        src = f"usr/lib/python3.13/{module}.py"
-        assert src in names
-    for pkg in ("pyroute2/__init__", "serial/__init__", "cryptography/__init__", "libfdt",
-                "appliance/__init__", "appliance/cli/__init__", "board/__init__"):
-        path = f"usr/lib/python3/dist-packages/{pkg}.py"
+    libraries = [f"usr/lib/python3.13/{m}" for m in ("ssl", "json/__init__", "socket")]
+    libraries += [f"usr/lib/python3/dist-packages/{m}" for m in
+                  ("pyroute2/__init__", "serial/__init__", "cryptography/__init__", "libfdt")]
+    for stem in libraries:  # sourceless: the .pyc where the .py was
+        assert f"{stem}.py" not in names, stem
+        _unchecked_hash(initramfs[f"{stem}.pyc"].data, stem)
+    assert not [n for n in names if n.startswith("usr/lib/python3.13/") and "__pycache__" in n]
+    for stem in ("appliance/__init__", "appliance/cli/__init__", "board/__init__"):
+        path = f"usr/lib/python3/dist-packages/{stem}.py"  # the agent keeps its sources
         assert path in names, path
-        head, _, stem = path.rpartition("/")
-        pyc = initramfs[f"{head}/__pycache__/{stem[:-3]}.cpython-313.pyc"].data
-        flags = struct.unpack_from("<I", pyc, 4)[0]
-        assert flags == 0b01, f"{path}: expected an unchecked-hash pyc, flags={flags}"
+        head, _, name = path.rpartition("/")
+        _unchecked_hash(initramfs[f"{head}/__pycache__/{name[:-3]}.cpython-313.pyc"].data, path)
 
 
 def test_initramfs_shared_libraries_are_all_there(initramfs: dict[str, newc.Entry],

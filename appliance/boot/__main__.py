@@ -1,0 +1,16 @@
+"""``python3 -m appliance.boot``: what the initramfs's /init execs as PID 1.
+
+The lean way in: no argument parser and no command registry (``appliance boot`` runs the
+same :func:`appliance.boot.pid1.main` through the full command line), and pyroute2
+without its package ``__init__`` and mock lab (:mod:`appliance.boot.lean`).
+"""
+
+import sys
+
+from appliance.boot.lean import lean_pyroute2
+
+lean_pyroute2()
+
+from appliance.boot.pid1 import main  # noqa: E402 - after pyroute2's init is skipped
+
+sys.exit(main())

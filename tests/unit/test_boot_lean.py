@@ -1,0 +1,46 @@
+"""appliance.boot.lean: PID 1 imports pyroute2's netlink sockets without the package's
+``__init__`` (NDB, sqlite3, the CLI server, psutil), and the boot's modules still work.
+Each case runs in a fresh interpreter: the skip is process-wide."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("pyroute2.ndb", "sqlite3", "psutil", "http.server", "pyroute2.cli", "unittest.mock",
+         "asyncio")
+
+BOOT_IMPORTS = """
+import sys
+from appliance.boot.lean import lean_pyroute2
+assert lean_pyroute2()
+import appliance.net.up, appliance.kernel.netlink
+from pyroute2.iproute.linux import IPRoute
+with IPRoute() as ipr:
+    assert any(link.get_attr("IFLA_IFNAME") == "lo" for link in ipr.get_links())
+    assert not ipr.get_addr(label="nbdroot-no-such-label")
+print(" ".join(m for m in {heavy!r} if m in sys.modules) or "none")
+"""
+
+
+def python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_boot_imports_netlink_without_pyroute2s_package_init() -> None:
+    assert python(BOOT_IMPORTS.format(heavy=HEAVY)) == "none"
+
+
+def test_the_whole_package_still_imports_its_heavy_parts() -> None:
+    """The reference for the test above: a plain import loads what the skip avoids."""
+    code = f"import sys, pyroute2; print(sum(m in sys.modules for m in {HEAVY!r}))"
+    assert int(python(code)) >= 3
+
+
+def test_an_imported_package_is_left_alone() -> None:
+    code = ("import pyroute2\nfrom appliance.boot.lean import lean_pyroute2\n"
+            "print(lean_pyroute2(), hasattr(pyroute2, 'IPRoute'))")
+    assert python(code) == "False True"
