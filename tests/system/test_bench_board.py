@@ -55,7 +55,10 @@ def test_bench_board_prints_the_table(image_dir: Path, tmp_path: Path) -> None:
         assert 0.001 < value(rows[label]["ours"]) < 10_000, rows[label]
         assert 0.001 < value(rows[label]["base"]) < 10_000, rows[label]
         assert re.match(r"[\d.]+x", rows[label]["ratio"]), rows[label]
-    rss = rows["agent RSS after boot (relay / nbd-client)"]
+    rss = rows["data path RSS after boot (relay or kTLS supervisor / nbd-client)"]
     assert 5 < value(rss["ours"]) < 128, rss
-    assert re.search(r"^ours agent: \d+ \S+ @", run.stdout, re.M), run.stdout
+    keeper = rows["DHCP lease keeper RSS after boot"]
+    assert 5 < value(keeper["ours"]) < 128, keeper
+    assert re.search(r"^ours agent: \d+ nbdroot-relay @", run.stdout, re.M), run.stdout
+    assert re.search(r"^ours agent: \d+ nbdroot-lease @", run.stdout, re.M), run.stdout
     assert "host load average" in run.stdout
