@@ -32,7 +32,7 @@ read -r _ < "/proc/self/fd/$2" || exit 111
 mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || exit 112
 printf '%s' "$3" > /proc/sys/fs/binfmt_misc/register || exit 113
 shift 3
-exec "$@"
+"$@"
 """
 
 
@@ -82,7 +82,13 @@ def run_armhf(argv: Sequence[str | Path], *, env: Mapping[str, str] | None = Non
     line = registration()
     shake = _Handshake()
     try:
-        unshare = ["unshare", "--user", "--mount", "--pid", "--fork",
+        # --kill-child: when unshare ends (run() kills it on a timeout or an interrupt),
+        # the namespace's init is killed, and with it everything the namespace runs.
+        # Without it, mmdebstrap outlived an interrupted build, re-parented to PID 1, and
+        # run() waited for it on the pipes it still held.  SCRIPT runs the command as a
+        # child, not by exec: an exec after the ID mapping gains capabilities, and the
+        # kernel then clears the parent-death signal that --kill-child set.
+        unshare = ["unshare", "--user", "--mount", "--pid", "--fork", "--kill-child",
                    "--propagation", "private", "--", "sh", "-c", SCRIPT, "sh",
                    str(shake.ready_w), str(shake.go_r), line, *(str(a) for a in argv)]
         return run(unshare, env=env, timeout=timeout, pass_fds=shake.child_fds,
