@@ -122,10 +122,10 @@ def mark_argv0_in_place() -> None:
         raise ApplianceError("could not mark argv[0] with '@' through /proc/self/mem")
 
 
-def name_process(comm: str, path: str = "/proc/self/comm") -> None:
+def name_process(comm: str) -> None:
     """Give this process the name ``comm`` (the kernel keeps 15 bytes); best effort."""
     try:
-        with open(path, "w", encoding="ascii") as f:
+        with open("/proc/self/comm", "w", encoding="ascii") as f:
             f.write(comm[:COMM_MAX])
     except OSError as exc:
         log.debug("cannot name this process %r: %s", comm, exc)

@@ -14,8 +14,6 @@ from appliance.errors import ApplianceError
 from appliance.libc import libc
 
 MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
 MS_NOATIME = 1024
 MS_MOVE = 8192
 
