@@ -102,6 +102,15 @@ class KtlsUnavailable(KernelError):
     of the negotiated cipher, replicas); the boot falls back to the relay, naming this."""
 
 
+class OffloadRefused(KtlsUnavailable):
+    """The kernel did not take over TLS for the negotiated ``cipher`` (OpenSSL's name,
+    with the protocol version): its AEAD is not loaded, or cannot be offloaded."""
+
+    def __init__(self, message: str, cipher: str) -> None:
+        super().__init__(message)
+        self.cipher = cipher
+
+
 class ImageError(ApplianceError):
     """Building the boot image failed."""
 

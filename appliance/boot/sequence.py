@@ -10,14 +10,17 @@ Steps, each timed on the console (:mod:`appliance.boot.timeline`):
                a runtime .network in /run hands the interface over to the root's
                systemd-networkd without a flush (:mod:`appliance.boot.handover`);
 4. server   -- wait until the NBD server answers over TLS-PSK (retrying with backoff:
-               a wrong key or a server not started yet is reported, then retried);
-5. relay    -- ``appliance nbd attach`` in its own process ('@appliance-relay', memory
-               locked): /dev/nbd0 is served through the relay from now on; with
-               ``nbd.path=ktls`` the kernel reads a kernel-TLS socket itself and the
-               process is only its supervisor (:mod:`appliance.ktls`), or, when the
-               kernel cannot offload TLS, the relay after all (the reason is printed);
+               a wrong key or a server not started yet is reported, then retried); with
+               one URI the data path serves from this connection: with ``nbd.path=ktls``
+               (the default) a kTLS session, once the kernel's TLS modules (loading since
+               the countdown) are in, else the relay's;
+5. relay    -- fork the data path's root daemon ('@' argv[0], memory locked): the kTLS
+               supervisor (:mod:`appliance.ktls`), which gives the session's socket to the
+               kernel's nbd driver and reconnects it, or -- when the kernel cannot offload
+               TLS, the URI is plaintext or lists replicas (the reason is printed) -- the
+               relay (``appliance nbd attach``'s code, in a fork);
 6. root     -- mount /dev/nbd0 on /newroot, move /dev /proc /sys /run into it;
-7. switch   -- exec ``switch_root /newroot INIT``: the relay keeps serving.
+7. switch   -- exec ``switch_root /newroot INIT``: the data path keeps serving.
 
 The kernel command line may say ``nbdroot.config=PATH`` (the config store: a directory
 or a raw area; default ``/etc/nbdroot``), ``nbdroot.device=/dev/nbdN`` and ``init=``.
@@ -47,7 +50,10 @@ from appliance.status import OVERLAY_LOWER
 if TYPE_CHECKING:
     from appliance.background import Background
     from appliance.ktls.offload import BackgroundLoad
+    from appliance.ktls.session import Session
+    from appliance.ktls.supervisor import Opener
     from appliance.net.static import IPv4Config
+    from appliance.relay import ReconnectPolicy
     from appliance.relay.upstream import Upstream
     from board.bringup import Modules
     from board.profile import Profile
@@ -118,23 +124,29 @@ def test_connection(boot: BootConfig) -> str:
 
 class Found(NamedTuple):
     """What the server step found: the export, and the negotiated connection when asked
-    to keep it (the relay then serves from it instead of negotiating once more)."""
+    to keep it, which the data path then serves from instead of negotiating once more:
+    the relay's ``upstream``, or the kTLS path's first ``session``."""
 
     description: str
     upstream: Upstream | None = None
+    session: Session | None = None
 
 
-def wait_for_server(uri: str, boot: BootConfig, out: TextIO, *, keep: bool = False) -> Found:
+def wait_for_server(uri: str, boot: BootConfig, out: TextIO, *, keep: bool = False,
+                    ktls: Opener | None = None) -> Found:
     """Negotiate until a server answers; report each new failure once, retry with backoff.
 
     ``uri``: one URI or several replicas, space-separated (each round tries them in
     order; the first that answers ends the wait).  Returns a one-line description of the
     export and, with ``keep`` (one URI), the connection negotiated as the relay does it
-    (NBD_OPT_GO); raises the last NBDError once ``retry.deadline`` (if any) has passed.
+    (NBD_OPT_GO), or with ``ktls`` a kTLS session from that opener (should the kernel not
+    take over the negotiated cipher, it says so and keeps the relay's connection instead);
+    raises the last NBDError once ``retry.deadline`` (if any) has passed.
     """
     deadline, last = Deadline(boot.retry_deadline), ""
     backoff = Backoff(boot.retry_backoff_initial, boot.retry_backoff_max)
-    probes = [_probe(one, keep) for one in uri.split()]
+    probes = ([_ktls_probe(ktls, uri, out)] if ktls is not None else
+              [_probe(one, keep) for one in uri.split()])
     attempt = 0
     while True:
         for probe in probes:
@@ -158,22 +170,76 @@ def _probe(uri: str, keep: bool) -> Callable[[], Found]:
     from appliance.relay.upstream import uri_connector
     from appliance.transport import ConnectPolicy
 
-    def describe(name: str, size: int) -> str:
-        return f"{name or '(default)'}, {size} bytes"
-
     if keep:
         connect = uri_connector(parse_uri(uri), timeout=SERVER_TIMEOUT_S)
 
         def negotiated() -> Found:
             up = connect()
-            return Found(describe(up.info.name, up.info.size), up)
+            return Found(_describe(up.info.name, up.info.size), up)
         return negotiated
     policy = ConnectPolicy(timeout=SERVER_TIMEOUT_S, attempts=1)
 
     def info() -> Found:
         got = export_info(uri, policy=policy)
-        return Found(describe(got.name, got.size))
+        return Found(_describe(got.name, got.size))
     return info
+
+
+def _ktls_probe(opener: Opener, uri: str, out: TextIO) -> Callable[[], Found]:
+    """One kTLS session per call; once the kernel refuses to offload the negotiated
+    cipher, the relay's probe (said once, as the other fallbacks are)."""
+    from appliance.errors import KtlsUnavailable
+
+    relay: list[Callable[[], Found]] = []
+
+    def probe() -> Found:
+        if relay:
+            return relay[0]()
+        try:
+            session = opener()
+        except KtlsUnavailable as exc:
+            _say_fallback(exc, out)
+            relay.append(_probe(uri, keep=True))
+            return relay[0]()
+        return Found(_describe(session.info.name, session.info.size), session=session)
+    return probe
+
+
+def _describe(name: str, size: int) -> str:
+    return f"{name or '(default)'}, {size} bytes"
+
+
+def _say_fallback(why: Exception, out: TextIO) -> None:
+    print(f"nbdroot: kTLS path unavailable: {why}; using the relay", file=out, flush=True)
+
+
+def _policy(boot: BootConfig) -> ReconnectPolicy:
+    """The data path's reconnect policy, from the ``retry.*`` settings."""
+    from appliance.relay import ReconnectPolicy
+
+    return ReconnectPolicy(initial=boot.retry_backoff_initial,
+                           maximum=boot.retry_backoff_max, deadline=boot.retry_deadline)
+
+
+def ktls_opener(uri: str, boot: BootConfig, out: TextIO,
+                loading: BackgroundLoad | None = None) -> Opener | None:
+    """With ``nbd.path=ktls``: the kTLS path's session opener (the kernel's TLS loaded,
+    or ``loading`` waited for), or None for the relay, saying why (no ``tls`` in the
+    kernel, a plaintext URI, replicas)."""
+    from appliance.errors import KtlsUnavailable
+    from appliance.ktls.supervisor import opener_for
+    from appliance.nbd.uri import parse_uri
+
+    if boot.nbd_path != "ktls":
+        return None
+    try:
+        if len(uri.split()) > 1:
+            raise KtlsUnavailable("nbd.uri lists replicas; failover between them is the "
+                                  "relay's")
+        return opener_for(parse_uri(uri), _policy(boot), loading)
+    except KtlsUnavailable as exc:
+        _say_fallback(exc, out)
+        return None
 
 
 def start_relay(uri: str, boot: BootConfig, device: str,
@@ -186,11 +252,9 @@ def start_relay(uri: str, boot: BootConfig, device: str,
     """
     from appliance.daemon import fork_root_daemon, harden
     from appliance.nbd.uri import parse_uri
-    from appliance.relay import ReconnectPolicy
     from appliance.relay.serve import AttachOptions, attach_and_serve
 
-    policy = ReconnectPolicy(initial=boot.retry_backoff_initial,
-                             maximum=boot.retry_backoff_max, deadline=boot.retry_deadline)
+    policy = _policy(boot)
 
     def serve(ready: Callable[[str], None]) -> None:
         harden()
@@ -209,26 +273,18 @@ def start_relay(uri: str, boot: BootConfig, device: str,
     return f"{line} (relay pid {pid})"
 
 
-def start_ktls(uri: str, boot: BootConfig, device: str,
-               loading: BackgroundLoad | None = None) -> str:
-    """Attach ``device`` to a kernel-TLS socket in a forked supervisor ('@', hardened).
+def start_ktls(session: Session, opener: Opener, boot: BootConfig, device: str) -> str:
+    """Attach ``device`` to the kTLS ``session`` in a forked supervisor ('@', hardened),
+    which reconnects with ``opener``.
 
-    The negotiation and the offload check happen here, so a kernel that cannot take the
-    path raises KtlsUnavailable before anything is forked; the supervisor child inherits
-    the session and the TLS context (the PSK is read now, before switch_root removes its
-    file) and does NBD_CMD_CONNECT itself, so the kernel records its PID for the device.
+    The supervisor child inherits the session and the TLS context (the PSK was read
+    before switch_root removes its file) and does NBD_CMD_CONNECT itself, so the kernel
+    records its PID for the device.
     """
     from appliance.daemon import KTLS_COMM, fork_root_daemon, harden
-    from appliance.errors import KtlsUnavailable
-    from appliance.ktls.supervisor import Supervisor, attach_session, open_first
-    from appliance.nbd.uri import parse_uri
-    from appliance.relay import ReconnectPolicy
+    from appliance.ktls.supervisor import Supervisor, attach_session
 
-    if len(uri.split()) > 1:
-        raise KtlsUnavailable("nbd.uri lists replicas; failover between them is the relay's")
-    policy = ReconnectPolicy(initial=boot.retry_backoff_initial,
-                             maximum=boot.retry_backoff_max, deadline=boot.retry_deadline)
-    session, opener = open_first(parse_uri(uri), policy, loading)
+    policy = _policy(boot)
 
     def serve(ready: Callable[[str], None]) -> None:
         harden()
@@ -245,21 +301,13 @@ def start_ktls(uri: str, boot: BootConfig, device: str,
     return f"{line} (supervisor pid {pid})"
 
 
-def start_data_path(uri: str, boot: BootConfig, device: str, out: TextIO,
-                    loading: BackgroundLoad | None = None, first: Upstream | None = None) -> str:
-    """The root disk's data path by ``nbd.path``; kTLS falls back to the relay, saying why.
-
-    ``loading``: the kTLS modules' modprobe, started right after the config step;
-    ``first``: the server step's connection, for the relay."""
-    from appliance.errors import KtlsUnavailable
-
-    if boot.nbd_path == "ktls":
-        try:
-            return start_ktls(uri, boot, device, loading)
-        except KtlsUnavailable as exc:
-            print(f"nbdroot: kTLS path unavailable: {exc}; using the relay", file=out,
-                  flush=True)
-    return start_relay(uri, boot, device, first)
+def start_data_path(uri: str, boot: BootConfig, device: str, found: Found,
+                    opener: Opener | None) -> str:
+    """The root disk's data path, serving from the server step's connection: the kTLS
+    supervisor when that step kept a kTLS session, else the relay."""
+    if found.session is not None and opener is not None:
+        return start_ktls(found.session, opener, boot, device)
+    return start_relay(uri, boot, device, found.upstream)
 
 
 def wait_for_device(device: str, timeout: float = DEVICE_WAIT_S) -> None:
@@ -337,23 +385,31 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
     advance_to_build_time()
     tl = Timeline(out=out)
     early: list[BoardModules] = []  # started before the countdown, from the stored config
+    ktls: list[BackgroundLoad] = []  # then the kTLS modules, after the board's
+
+    def start_early(stored: BootConfig) -> None:
+        early.extend(_board_modules(stored))
+        ktls.extend(_ktls_modules(stored, after=early[0].job if early else None))
+
     try:
         with tl.step("config") as step:
             boot = configure_at_boot(open_store(opts.config), tester=test_connection,
-                                     early=lambda stored: early.extend(_board_modules(stored)),
-                                     before_prompt=lambda: _settle(early, out))
+                                     early=start_early,
+                                     before_prompt=lambda: _settle(early, ktls, out))
             step.detail = boot.nbd_uri or ""
-        loading = _ktls_modules(boot)
+        loading = ktls[0] if ktls else next(iter(_ktls_modules(boot)), None)
         _bring_up(tl, boot, early[0] if early else None)
         uri = write_key(boot)
         with tl.step("server") as step:
-            # the relay serves from this connection (kTLS negotiates its own, and a
-            # replica set compares its replicas first)
-            found = wait_for_server(uri, boot, out,
-                                    keep=boot.nbd_path == "relay" and len(uri.split()) == 1)
+            # the data path serves from this connection (a replica set compares its
+            # replicas first)
+            opener = ktls_opener(uri, boot, out, loading)
+            found = wait_for_server(uri, boot, out, keep=len(uri.split()) == 1, ktls=opener)
             step.detail = found.description
+            if loading is not None and loading.seconds is not None:
+                step.detail += f"; kTLS modules loaded in {loading.seconds:.1f} s"
         with tl.step("relay") as step:
-            step.detail = start_data_path(uri, boot, opts.device, out, loading, found.upstream)
+            step.detail = start_data_path(uri, boot, opts.device, found, opener)
             wait_for_device(opts.device)
         with tl.step("root") as step:
             mount_root(opts.device, opts.init, boot.root_mode, boot.root_overlay_size)
@@ -365,13 +421,16 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
     return opts.init
 
 
-def _ktls_modules(boot: BootConfig) -> BackgroundLoad | None:
-    """With nbd.path=ktls: start loading the kernel's TLS now, beside the bring-up."""
-    if boot.nbd_path != "ktls":
-        return None
+def _ktls_modules(boot: BootConfig, after: Background[Modules] | None = None,
+                  ) -> list[BackgroundLoad]:
+    """With nbd.path=ktls and one nbds:// URI: start loading the kernel's TLS now (once
+    ``after`` is done), beside the countdown and the bring-up."""
+    uris = (boot.nbd_uri or "").split()
+    if boot.nbd_path != "ktls" or len(uris) != 1 or not uris[0].startswith("nbds"):
+        return []
     from appliance.ktls.offload import BackgroundLoad
 
-    return BackgroundLoad()
+    return [BackgroundLoad(after=after)]
 
 
 @dataclass(frozen=True)
@@ -403,13 +462,15 @@ def _board_modules(boot: BootConfig) -> list[BoardModules]:
     return [BoardModules(profile, job)]
 
 
-def _settle(early: list[BoardModules], out: TextIO) -> None:
-    """Before the prompt opens: let the board's modules finish loading (an error is the
-    board step's to report)."""
-    for loading in early:
+def _settle(early: list[BoardModules], ktls: list[BackgroundLoad], out: TextIO) -> None:
+    """Before the prompt opens: let the modules started early finish loading (an error is
+    the board step's or the relay step's to report)."""
+    jobs: list[Background[object]] = [*(b.job for b in early), *ktls]
+    if jobs:
         print("nbdroot: loading the board's modules first ...", file=out, flush=True)
+    for job in jobs:
         with contextlib.suppress(ApplianceError):
-            loading.job.wait()
+            job.wait()
 
 
 def _bring_up(tl: Timeline, boot: BootConfig, early: BoardModules | None) -> None:

@@ -40,11 +40,12 @@ SETTINGS: tuple[Setting, ...] = (
             "root disk server, as libnbd writes it: nbds://IDENTITY@HOST:PORT/EXPORT; "
             "several, space-separated: replicas of one read-only export (root.mode=overlay), "
             "tried in order"),
-    Setting("nbd.path", "relay|ktls", "relay", v.parse_nbd_path,
-            "data path of the root disk: relay (through the agent's relay, which rides out "
-            "server restarts itself) or ktls (the kernel's nbd driver on a kernel-TLS socket, "
-            "a supervisor reconnects it; falls back to relay, saying why, when the kernel "
-            "cannot offload TLS or nbd.uri lists replicas)"),
+    Setting("nbd.path", "ktls|relay", "ktls", v.parse_nbd_path,
+            "data path of the root disk: ktls (the kernel's nbd driver reads a kernel-TLS "
+            "socket, a supervisor reconnects it; falls back to the relay, saying why, when "
+            "the kernel cannot offload TLS, the URI is plaintext or nbd.uri lists replicas) "
+            "or relay (the agent's relay in user space, which rides out server restarts "
+            "itself and fails over between replicas)"),
     Setting("psk.identity", "name", "nbdroot", v.parse_identity,
             "TLS-PSK identity (the name before ':' in the server's psk file)"),
     Setting("psk.key", "hex", None, v.parse_hex_key,

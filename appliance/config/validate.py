@@ -260,7 +260,7 @@ def parse_root_mode(text: str) -> str:
     return text
 
 
-NBD_PATHS = ("relay", "ktls")
+NBD_PATHS = ("ktls", "relay")
 
 
 def parse_nbd_path(text: str) -> str:

@@ -200,11 +200,13 @@ def start_qemu_nbd(image: Path, tmp: Path, *, fmt: str = "raw", export: str = ""
                    unix: bool = False, read_only: bool = False,
                    allocation_depth: bool = False, bitmap: str | None = None,
                    description: str | None = None, shared: int = 8,
-                   extra: tuple[str, ...] = (), binary: str | None = None) -> NBDServer:
+                   extra: tuple[str, ...] = (), binary: str | None = None,
+                   tls_priority: str | None = None) -> NBDServer:
     """Serve ``image`` with qemu-nbd (persistent, ``shared`` connections at once).
 
     With ``psk_file`` (made by :func:`make_psk`) the server requires TLS-PSK; qemu-nbd reads
-    ``keys.psk`` from the file's directory.  ``binary`` runs another qemu-nbd than the one
+    ``keys.psk`` from the file's directory; ``tls_priority`` is GnuTLS's priority string
+    (``NORMAL:-CHACHA20-POLY1305`` leaves AES-GCM).  ``binary`` runs another qemu-nbd than the one
     on PATH (the extended-headers tests use a newer one).  Every path qemu-nbd gets is made
     absolute: it resolves a relative ``dir=`` elsewhere than our working directory.
     """
@@ -217,8 +219,9 @@ def start_qemu_nbd(image: Path, tmp: Path, *, fmt: str = "raw", export: str = ""
             "--pid-file", str(tmp / "qemu-nbd.pid")]
     argv += ["-k", str(sock)] if sock is not None else ["-b", LOOPBACK, "-p", str(port)]
     if psk_file is not None:
-        argv += ["--object", f"tls-creds-psk,id=tls0,endpoint=server,dir={psk_file.parent}",
-                 "--tls-creds", "tls0"]
+        priority = f",priority={tls_priority}" if tls_priority else ""
+        argv += ["--object", f"tls-creds-psk,id=tls0,endpoint=server,dir={psk_file.parent}"
+                 f"{priority}", "--tls-creds", "tls0"]
     if x509_dir is not None:
         argv += ["--object", f"tls-creds-x509,id=tls0,endpoint=server,dir={x509_dir},"
                  "verify-peer=on", "--tls-creds", "tls0"]

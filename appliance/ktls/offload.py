@@ -11,11 +11,13 @@ offloaded both ways.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
 import ssl
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +30,24 @@ log = logging.getLogger(__name__)
 SOL_TLS = 282  # include/linux/socket.h
 TLS_TX = 1     # include/uapi/linux/tls.h
 TLS_RX = 2
-CRYPTO_INFO_LEN = 56  # the largest tls12_crypto_info_* (AES-GCM-256: 4 + 8 + 32 + 4 + 8)
+# getsockopt with exactly sizeof(struct tls_crypto_info) answers just that head (version,
+# cipher type) for any cipher; any other length must be the cipher's own struct, or EINVAL
+# (do_tls_getsockopt_conf): a 56-byte buffer fitted ChaCha20-Poly1305 and failed AES-GCM-128.
+CRYPTO_INFO_HEAD = 4
 CIPHER_NAMES = {51: "AES-GCM-128", 52: "AES-GCM-256", 53: "AES-CCM-128",
                 54: "ChaCha20-Poly1305", 55: "SM4-GCM", 56: "SM4-CCM",
                 57: "ARIA-GCM-128", 58: "ARIA-GCM-256"}
 VERSION_NAMES = {0x0303: "TLS 1.2", 0x0304: "TLS 1.3"}
 
-# In load order: the ULP, then the AEADs; modprobe resolves each one's dependencies.
+# In load order: the ULP, then the AEAD a GnuTLS server picks with TLS 1.3 PSK (the
+# client offers ChaCha20-Poly1305 before AES-128-GCM, and a SHA-256 PSK rules out
+# AES-256-GCM-SHA384); modprobe resolves each one's dependencies.
 MODULES = ("tls", "libchacha", "libpoly1305", "chacha-neon", "poly1305-arm",
-           "chacha20poly1305", "aes-arm", "aes-arm-bs", "ghash-arm-ce", "gcm")
+           "chacha20poly1305")
+# AES-GCM, for a server that rules ChaCha20 out: loaded only when a session needs it and
+# the kernel refused it (the session is then negotiated again), since loading it runs its
+# self-tests, seconds of CPU under emulation.
+AES_GCM_MODULES = ("aes-arm", "aes-arm-bs", "ghash-arm-ce", "gcm")
 AVAILABLE_ULP = Path("/proc/sys/net/ipv4/tcp_available_ulp")
 
 
@@ -54,12 +65,25 @@ def load_modules(modules: tuple[str, ...] = MODULES) -> list[str]:
 
 class BackgroundLoad(Background[list[str]]):
     """:func:`load_modules` in a thread, started early in the boot: loading the AEADs runs
-    the kernel's crypto self-tests, seconds under emulation, which can overlap the board
-    and network bring-up instead of delaying the root.  ``wait()``: the modules that
-    failed."""
+    the kernel's crypto self-tests, seconds under emulation, which can overlap the console
+    countdown and the network bring-up instead of delaying the root.  ``after``: a job to
+    let finish first (the board's own modules, which the boot needs sooner); its outcome
+    is its waiter's to report.  ``wait()``: the modules that failed."""
 
-    def __init__(self, modules: tuple[str, ...] = MODULES) -> None:
-        super().__init__("ktls-modules", lambda: load_modules(modules))
+    def __init__(self, modules: tuple[str, ...] = MODULES,
+                 after: Background[object] | None = None) -> None:
+        self.seconds: float | None = None  # how long the modprobe took, once done
+
+        def job() -> list[str]:
+            if after is not None:
+                with contextlib.suppress(Exception):
+                    after.wait()
+            began = time.monotonic()
+            try:
+                return load_modules(modules)
+            finally:
+                self.seconds = time.monotonic() - began
+        super().__init__("ktls-modules", job)
 
 
 def _modprobe(*names: str) -> str | None:
@@ -129,7 +153,7 @@ def crypto_info(raw: bytes) -> str:
 def direction(sock: socket.socket, which: int) -> Direction:
     """What the kernel holds for ``which`` (TLS_TX or TLS_RX) of ``sock``."""
     try:
-        raw = sock.getsockopt(SOL_TLS, which, CRYPTO_INFO_LEN)
+        raw = sock.getsockopt(SOL_TLS, which, CRYPTO_INFO_HEAD)
     except OSError as exc:
         if exc.errno in (errno.ENOPROTOOPT, errno.EOPNOTSUPP):
             return Direction(None, "no TLS ULP on the socket")

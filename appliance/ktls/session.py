@@ -22,7 +22,7 @@ import ssl
 from dataclasses import dataclass
 
 from appliance.client.negotiation import negotiate
-from appliance.errors import KtlsUnavailable, ProtocolError
+from appliance.errors import KtlsUnavailable, OffloadRefused, ProtocolError
 from appliance.ktls import offload
 from appliance.nbd import ExportInfo, Negotiated
 from appliance.nbd.uri import NBDURI
@@ -69,8 +69,9 @@ def open_session(uri: NBDURI, ctx: ssl.SSLContext, *, timeout: float = 10.0) -> 
                                 f"({uri})")
         state = offload.offload_of(sock)
         if not state.complete:
-            raise KtlsUnavailable(f"{uri.address}: the kernel did not take over TLS "
-                                  f"({_cipher(sock)}: {state.describe()})")
+            cipher = _cipher(sock)
+            raise OffloadRefused(f"{uri.address}: the kernel did not take over TLS "
+                                 f"({cipher}: {state.describe()})", cipher)
         sock.setblocking(True)
     except BaseException:
         sock.close()

@@ -1,9 +1,9 @@
 """Attaching a kTLS socket to ``/dev/nbdN``, and the supervisor that keeps it attached.
 
-:func:`open_first` loads the kernel's TLS and negotiates a
-:class:`~appliance.ktls.session.Session`; :func:`attach_session` gives its socket to the nbd
-driver with NBD_CMD_CONNECT (netlink only: the reconnect needs NBD_CMD_RECONFIGURE),
-telling the driver
+:func:`opener_for` loads the kernel's TLS and returns what negotiates a
+:class:`~appliance.ktls.session.Session` (the boot's server step takes the first one);
+:func:`attach_session` gives its socket to the nbd driver with NBD_CMD_CONNECT (netlink
+only: the reconnect needs NBD_CMD_RECONFIGURE), telling the driver
 
 * the export's limits (:func:`appliance.kernel.attach.attach` applies the maximum block
   size through :mod:`appliance.kernel.limits`);
@@ -32,7 +32,7 @@ import ssl
 import time
 from collections.abc import Callable
 
-from appliance.errors import ApplianceError, KernelError, KtlsUnavailable
+from appliance.errors import ApplianceError, KernelError, KtlsUnavailable, OffloadRefused
 from appliance.kernel.attach import Attachment, KernelExport, attach, block_size_for
 from appliance.kernel.netlink import FamilyMissing, NBDNetlink, NetlinkRequestError
 from appliance.ktls import offload
@@ -69,27 +69,37 @@ def kernel_export(session: Session) -> KernelExport:
 def prepare(uri: NBDURI, loading: offload.BackgroundLoad | None = None) -> ssl.SSLContext:
     """Load the kernel's TLS (or wait for ``loading``, started earlier) and make the
     context (read the PSK now, while it exists)."""
+    ctx = ktls_context(uri)  # first: a plaintext URI needs no modules to be refused
     failed = loading.wait() if loading is not None else offload.load_modules()
     if not offload.kernel_has_tls():
         detail = f" (modprobe: {'; '.join(failed)})" if failed else ""
         raise KtlsUnavailable(f"the kernel has no 'tls' upper-layer protocol{detail}")
-    return ktls_context(uri)
+    return ctx
 
 
-def open_first(uri: NBDURI, policy: ReconnectPolicy,
-               loading: offload.BackgroundLoad | None = None) -> tuple[Session, Opener]:
-    """The first session, and the opener the supervisor reconnects with.
+def opener_for(uri: NBDURI, policy: ReconnectPolicy,
+               loading: offload.BackgroundLoad | None = None) -> Opener:
+    """What opens a session with ``uri``: the first one, and the supervisor's reconnects.
 
-    KtlsUnavailable when this kernel cannot serve the path (no ``tls``, no offload); the
-    caller falls back to the relay.  An NBDError when the server cannot be reached, as for
-    the relay.
+    KtlsUnavailable when this kernel cannot serve the path (no ``tls``); the caller falls
+    back to the relay.  Each call negotiates once: an NBDError when the server cannot be
+    reached, as for the relay, and KtlsUnavailable when the kernel did not take over the
+    negotiated cipher.
     """
     ctx = prepare(uri, loading)
+    later = [offload.AES_GCM_MODULES]  # loaded at most once, if a session needs them
 
     def opener() -> Session:
-        return open_session(uri, ctx, timeout=policy.connect_timeout)
+        try:
+            return open_session(uri, ctx, timeout=policy.connect_timeout)
+        except OffloadRefused as exc:
+            if not later or "_AES_" not in exc.cipher or "GCM" not in exc.cipher:
+                raise
+            log.info("%s; loading AES-GCM and negotiating again", exc)
+            offload.load_modules(later.pop())
+            return open_session(uri, ctx, timeout=policy.connect_timeout)
 
-    return opener(), opener
+    return opener
 
 
 def attach_session(session: Session, policy: ReconnectPolicy, device: str | None,

@@ -143,8 +143,8 @@ def test_unset_restores_default() -> None:
     assert lookup("net.interface").default == "eth0"
 
 
-def test_nbd_path_defaults_to_the_relay_and_takes_ktls() -> None:
-    assert Config().raw("nbd.path") == "relay"
-    assert Config().set("nbd.path", "KTLS").raw("nbd.path") == "ktls"
-    with pytest.raises(ConfigError, match=r"nbd\.path: must be one of relay, ktls"):
+def test_nbd_path_defaults_to_ktls_and_takes_the_relay() -> None:
+    assert Config().raw("nbd.path") == "ktls"
+    assert Config().set("nbd.path", "RELAY").raw("nbd.path") == "relay"
+    with pytest.raises(ConfigError, match=r"nbd\.path: must be one of ktls, relay"):
         Config().set("nbd.path", "kernel")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ssl
 import struct
+import threading
 from pathlib import Path
 
 import pytest
 
-from appliance.errors import KtlsUnavailable, TransportError
+from appliance.errors import BoardError, KtlsUnavailable, TransportError
 from appliance.ktls import offload
 from appliance.ktls.session import ktls_context, open_session
 from appliance.ktls.supervisor import prepare
@@ -77,3 +78,25 @@ def test_offload_reads_the_kernels_crypto_info() -> None:
 def test_a_module_that_does_not_load_is_named_with_modprobes_words() -> None:
     failed = offload.BackgroundLoad(("nbdroot-no-such-module",)).wait()
     assert len(failed) == 1 and failed[0].startswith("nbdroot-no-such-module (")
+
+
+def test_the_load_starts_after_the_job_it_follows_and_times_itself() -> None:
+    from appliance.background import Background
+
+    order: list[str] = []
+    gate = threading.Event()
+
+    def board() -> None:
+        gate.wait(10)
+        order.append("board")
+        raise BoardError("the board's modules failed")  # the board step's to report
+
+    first = Background("board-modules", board)
+    load = offload.BackgroundLoad(("nbdroot-no-such-module",), after=first)
+    assert load.seconds is None
+    gate.set()
+    failed = load.wait()
+    order.append("ktls")
+    assert order == ["board", "ktls"]
+    assert failed[0].startswith("nbdroot-no-such-module (")
+    assert load.seconds is not None and load.seconds >= 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,20 +74,27 @@ def raw_root(image_dir: Path, tmp: Path, rc_local: str | None = None,
     return root
 
 
-def start_root_server(root: Path, tmp: Path, key: bytes, fmt: str = "raw") -> NBDServer:
-    """qemu-nbd (TLS-PSK with ``key``) serving ``root`` as the demo's export."""
+def start_root_server(root: Path, tmp: Path, key: bytes, fmt: str = "raw",
+                      tls_priority: str | None = None) -> NBDServer:
+    """qemu-nbd (TLS-PSK with ``key``, GnuTLS ``tls_priority``) serving ``root`` as the
+    demo's export."""
     psk = make_psk(tmp / "tls", IDENTITY, key)
-    return start_qemu_nbd(root, tmp / "qemu-nbd", fmt=fmt, export=EXPORT, psk_file=psk)
+    return start_qemu_nbd(root, tmp / "qemu-nbd", fmt=fmt, export=EXPORT, psk_file=psk,
+                          tls_priority=tls_priority)
 
 
 def boot(image_dir: Path, tmp: Path, settings: dict[str, str], *,
-         reboot: bool = False) -> QemuBoard:
+         reboot: bool = False,
+         qemu: Callable[[list[str]], list[str]] | None = None) -> QemuBoard:
     """Start QEMU booting the agent with ``settings``; ``reboot``: a guest reboot resets
-    the board (it boots again) instead of ending QEMU."""
+    the board (it boots again) instead of ending QEMU; ``qemu`` edits QEMU's argv (a
+    :class:`~tests.system.blackhole.Blackhole`'s filter)."""
     initrd = board_initrd(image_dir, tmp, {"console.countdown": "1", **settings})
     argv = boot_argv(image_dir, initrd)
     if reboot:
         argv.remove("-no-reboot")
+    if qemu is not None:
+        argv = qemu(argv)
     board = QemuBoard(argv, tmp / "console.log")
     board.start()
     return board

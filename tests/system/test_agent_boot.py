@@ -41,18 +41,27 @@ echo "rc.local: IOERRORS=$(dmesg | grep -ci 'i/o error')"
 """
 
 
+# nbd.path: the default (ktls: the kernel reads a kTLS socket, a supervisor reconnects
+# it) and the relay, which stays the path for replicas and kernels without kTLS.
+@pytest.mark.parametrize("path", ["ktls", "relay"])
 def test_root_over_tls_psk_survives_a_server_kill_and_keeps_the_data(
-        image_dir: Path, tmp_path: Path, serve: list[NBDServer]) -> None:
+        path: str, image_dir: Path, tmp_path: Path, serve: list[NBDServer]) -> None:
     root = raw_root(image_dir, tmp_path, WRITER)
     key = secrets.token_bytes(32)
     server = start_root_server(root, tmp_path, key)
     serve.append(server)
     assert server.port is not None
-    board = boot(image_dir, tmp_path, psk_settings(server.port, key))
+    settings = psk_settings(server.port, key)
+    if path != "ktls":
+        settings["nbd.path"] = path  # ktls is the default: the settings leave it out
+    board = boot(image_dir, tmp_path, settings)
     try:
         ok = board.expect(ROOT_OK.pattern, BOOT_TIMEOUT)
         booted = time.monotonic() - board.started
         assert ok.group(1) == b"/dev/nbd0"
+        served = {"ktls": r"relay \([\d.]+s\): [^\r\n]*kTLS[^\r\n]*\(supervisor pid \d+\)",
+                  "relay": r"relay \([\d.]+s\): /dev/nbd0 \(relay pid \d+\)"}[path]
+        assert re.search(served, board.output), board.tail()
         board.expect(r"rc\.local: WRITING", 120)
         time.sleep(2.0)
         server.restart(down_for=3.0, hard=True)  # SIGKILL mid-write, back on the same port
@@ -64,7 +73,8 @@ def test_root_over_tls_psk_survives_a_server_kill_and_keeps_the_data(
     finally:
         board.stop()
         server.stop()
-    figure(f"boot to NBD root (QEMU start to status line, TLS-PSK, sabrelite): {booted:.1f} s")
+    figure(f"boot to NBD root (QEMU start to status line, TLS-PSK, nbd.path={path}, "
+           f"sabrelite): {booted:.1f} s")
     # What the guest wrote is on the server's image, and the filesystem was left clean.
     listing = debugfs(root, "cat /root/blob.md5")
     dumped = tmp_path / "blob"

@@ -59,6 +59,8 @@ def test_bench_board_prints_the_table(image_dir: Path, tmp_path: Path) -> None:
     assert 5 < value(rss["ours"]) < 128, rss
     keeper = rows["DHCP lease keeper RSS after boot"]
     assert 5 < value(keeper["ours"]) < 128, keeper
-    assert re.search(r"^ours agent: \d+ nbdroot-relay @", run.stdout, re.M), run.stdout
+    # the default path (ktls) serves the root: the supervisor, no relay
+    assert re.search(r"^ours agent: \d+ nbdroot-ktls @", run.stdout, re.M), run.stdout
+    assert "nbdroot-relay" not in run.stdout
     assert re.search(r"^ours agent: \d+ nbdroot-lease @", run.stdout, re.M), run.stdout
     assert "host load average" in run.stdout
