@@ -4,7 +4,8 @@ Steps, each timed on the console (:mod:`appliance.boot.timeline`):
 
 1. config   -- load the stored settings; offer the console prompt (countdown);
 2. board    -- detect the board, ``modprobe`` the FEC's modules, check the PHY (the
-               modules start loading in the background before the countdown);
+               modules start loading in the background before the countdown, followed
+               by the kernel's TLS, nbd and ext4: each off the step that needs it);
 3. network  -- link up, carrier, DHCP or the static address; a DHCP lease gets its
                keeper ('@' process, :mod:`appliance.net.keeper`) renewing it from then on;
                a runtime .network in /run hands the interface over to the root's
@@ -65,6 +66,8 @@ LOWER = Path(OVERLAY_LOWER)  # root.mode=overlay: the read-only export, below th
 NEWROOT = "/newroot"
 DEVICE_WAIT_S = 30.0
 SERVER_TIMEOUT_S = 10.0  # one negotiation of the server step
+ROOT_MODULES = ("nbd", "ext4")  # the driver and the root's filesystem (modules in Debian's)
+MODPROBE_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -386,16 +389,20 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
     tl = Timeline(out=out)
     early: list[BoardModules] = []  # started before the countdown, from the stored config
     ktls: list[BackgroundLoad] = []  # then the kTLS modules, after the board's
+    storage: list[Background[object]] = []  # then nbd and the root's filesystem
 
     def start_early(stored: BootConfig) -> None:
         early.extend(_board_modules(stored))
-        ktls.extend(_ktls_modules(stored, after=early[0].job if early else None))
+        board = early[0].job if early else None
+        ktls.extend(_ktls_modules(stored, after=board))
+        storage.extend(_root_modules(stored, after=ktls[0] if ktls else board))
 
     try:
         with tl.step("config") as step:
             boot = configure_at_boot(open_store(opts.config), tester=test_connection,
                                      early=start_early,
-                                     before_prompt=lambda: _settle(early, ktls, out))
+                                     before_prompt=lambda: _settle(early, [*ktls, *storage],
+                                                                   out))
             step.detail = boot.nbd_uri or ""
         loading = ktls[0] if ktls else next(iter(_ktls_modules(boot)), None)
         _bring_up(tl, boot, early[0] if early else None)
@@ -409,6 +416,7 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
             if loading is not None and loading.seconds is not None:
                 step.detail += f"; kTLS modules loaded in {loading.seconds:.1f} s"
         with tl.step("relay") as step:
+            _finish(storage)  # nbd, if it is still loading
             step.detail = start_data_path(uri, boot, opts.device, found, opener)
             wait_for_device(opts.device)
         with tl.step("root") as step:
@@ -462,15 +470,37 @@ def _board_modules(boot: BootConfig) -> list[BoardModules]:
     return [BoardModules(profile, job)]
 
 
-def _settle(early: list[BoardModules], ktls: list[BackgroundLoad], out: TextIO) -> None:
+def _root_modules(boot: BootConfig, after: Background[object] | None = None,
+                  ) -> list[Background[object]]:
+    """Start loading the nbd driver and the root's filesystem (``overlay`` too with
+    root.mode=overlay) once ``after`` is done, so that neither the relay step's ``modprobe
+    nbd`` nor the mount's own module load waits for them.  Best effort: those steps load
+    what is still missing, and report what fails."""
+    from appliance.background import Background
+    from appliance.run import run
+
+    names = ROOT_MODULES + (("overlay",) if boot.root_mode == "overlay" else ())
+
+    def job() -> object:
+        _finish([after] if after is not None else [])
+        return run(["modprobe", "-a", *names], check=False, timeout=MODPROBE_TIMEOUT_S)
+    return [Background("root-modules", job)]
+
+
+def _finish(jobs: list[Background[object]]) -> None:
+    """Wait for background module loads whose errors are another step's to report."""
+    for job in jobs:
+        with contextlib.suppress(Exception):
+            job.wait()
+
+
+def _settle(early: list[BoardModules], later: list[Background[object]], out: TextIO) -> None:
     """Before the prompt opens: let the modules started early finish loading (an error is
-    the board step's or the relay step's to report)."""
-    jobs: list[Background[object]] = [*(b.job for b in early), *ktls]
+    the board step's, the server step's or the relay step's to report)."""
+    jobs: list[Background[object]] = [*(b.job for b in early), *later]
     if jobs:
         print("nbdroot: loading the board's modules first ...", file=out, flush=True)
-    for job in jobs:
-        with contextlib.suppress(ApplianceError):
-            job.wait()
+    _finish(jobs)
 
 
 def _bring_up(tl: Timeline, boot: BootConfig, early: BoardModules | None) -> None:

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -309,3 +310,43 @@ def test_the_boots_server_wait_keeps_the_connection_for_the_relay(
         assert conn.pread(SIZE - 4096, 4096) == data[-4096:]
     finally:
         conn.close()
+
+
+def test_a_ktls_session_the_kernel_refuses_is_said_once_and_the_relay_keeps_the_connection(
+        nbd_servers, psk_file: Path, golden: tuple[Path, bytes], tmp_path: Path) -> None:
+    """The kTLS probe of the server step, when the kernel does not take over the negotiated
+    cipher: the console says why, once, and the step keeps a relay connection instead.
+    This host's kernel has no ``tls``, so the opener here raises what the board's kernel
+    answers (:class:`~appliance.errors.OffloadRefused`); the server is real."""
+    import io
+
+    from appliance.boot.sequence import wait_for_server, write_key
+    from appliance.config import Config
+    from appliance.errors import OffloadRefused
+
+    path, _ = golden
+    live = _replica(nbd_servers, psk_file, path, "only")
+    key = psk_file.read_text().split(":", 1)[1].strip()
+    uri = f"nbds://alice@127.0.0.1:{live.port}/golden"
+    boot = (Config().set("nbd.uri", uri).set("psk.identity", "alice").set("psk.key", key)
+            .boot_config())
+    calls: list[int] = []
+
+    def refused() -> NoReturn:
+        calls.append(1)
+        raise OffloadRefused("10.0.2.2:10809: the kernel did not take over TLS (TLSv1.3 "
+                             "TLS_SM4_GCM_SHA256: ...)", "TLSv1.3 TLS_SM4_GCM_SHA256")
+
+    out = io.StringIO()
+    found = wait_for_server(write_key(boot, tmp_path / "run"), boot, out, keep=True,
+                            ktls=refused)
+    try:
+        assert calls == [1]
+        assert found.session is None and found.upstream is not None
+        assert found.description == f"golden, {SIZE} bytes"
+        lines = out.getvalue().splitlines()
+        assert lines == ["nbdroot: kTLS path unavailable: 10.0.2.2:10809: the kernel did not "
+                         "take over TLS (TLSv1.3 TLS_SM4_GCM_SHA256: ...); using the relay"]
+    finally:
+        if found.upstream is not None:
+            found.upstream.sock.close()

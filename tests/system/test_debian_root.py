@@ -6,15 +6,15 @@ and systemd-networkd-wait-online, typed into over the console (QEMU 10).
 
 The first test runs two boots in one QEMU:
 
-boot 1: ``systemctl is-system-running --wait`` says ``running``; the relay that attached
-        /dev/nbd0 is alive, its argv[0] starts with '@', and it serves (the shell runs
-        from the root); networkd runs eth0 from the agent's hand-over file and eth0 never
-        loses its address (``ip monitor`` from login, and the address 60 s after
-        networkd started); ``journalctl -k`` shows no I/O error; then ``systemctl
-        reboot``;
+boot 1: ``systemctl is-system-running --wait`` says ``running``; the data path's daemon
+        that attached /dev/nbd0 (the kTLS supervisor, the default) is alive, its
+        argv[0] starts with '@', and the root is served (the shell runs from it);
+        networkd runs eth0 from the agent's hand-over file and eth0 never loses its
+        address (``ip monitor`` from login, and the address 60 s after networkd
+        started); ``journalctl -k`` shows no I/O error; then ``systemctl reboot``;
 boot 2: the board comes back up from NBD (the agent attaches again, systemd runs), a
         file is written and ``systemctl poweroff``: systemd-shutdown remounts / read-only
-        while the relay still serves (its TCP connection to qemu-nbd is still up when
+        while the data path still serves (its TCP connection to qemu-nbd is up when
         the kernel says "Power down", on QEMU "System halted"); then ``e2fsck -fn``
         finds the served image clean and the file is in it.  Neither boot's console
         shows an nbd0 I/O error or "shutting down sockets".
@@ -89,7 +89,8 @@ def login(board: QemuBoard) -> float:
 
 
 def relay_serves(board: QemuBoard) -> int:
-    """The relay attached /dev/nbd0, lives, is marked '@', and serves the root; its pid."""
+    """The data path's daemon (the kTLS supervisor by default, or the relay) attached
+    /dev/nbd0, lives, is marked '@', and the root is served; its pid."""
     pid = int(ok(board, "cat /sys/block/nbd0/pid").split()[-1])
     argv0 = ok(board, f"tr '\\0' '\\n' < /proc/{pid}/cmdline | head -n1").split()[-1]
     assert argv0.startswith("@"), argv0
@@ -124,9 +125,12 @@ def survives_server_kill(board: QemuBoard, server: NBDServer) -> None:
     ok(board, WRITER)
     assert "Running" in ok(board, "jobs")  # the writer is busy ...
     server.restart(down_for=3.0, hard=True)  # ... and writes through the outage
-    # The relay reports on the console, after the shell's prompt: wait for its whole
-    # "back" line, then type at the waiting shell without looking for a prompt at the end.
-    board.expect(rb"server back after [\d.]+s outage; replayed \d+ requests", 300)
+    # The data path reports on the console, after the shell's prompt -- the kTLS
+    # supervisor (the default) that the kernel has a new socket, the relay that the server
+    # is back: wait for that whole line, then type at the waiting shell without looking
+    # for a prompt at the end.
+    board.expect(rb"(the kernel has a new socket after [\d.]+ s and \d+ failed attempts"
+                 rb"|server back after [\d.]+s outage; replayed \d+ requests)\r?\n", 300)
     status, out = board.run("wait $!", 600, after_prompt=False)
     assert status == 0, f"the writer exited {status}:\n{out}\n{board.tail()}"
     ok(board, "echo 3 > /proc/sys/vm/drop_caches && sha256sum -c --quiet /root/busy.sha", 300)
