@@ -34,6 +34,7 @@ from typing import NoReturn
 
 import pytest
 
+from appliance.config import BootConfig
 from appliance.errors import UsageError
 from appliance.host.servers import NBDServer
 from appliance.nbd.uri import parse_uri
@@ -286,6 +287,17 @@ def test_the_boots_server_wait_takes_the_first_replica_that_answers(
     assert out.getvalue().rstrip().endswith("; retrying")
 
 
+def _one_server_boot(nbd_servers, psk_file: Path, golden: Path) -> tuple[str, BootConfig]:
+    """One TLS-PSK replica serving ``golden``: its URI and the board config naming it."""
+    from appliance.config import Config
+
+    live = _replica(nbd_servers, psk_file, golden, "only")
+    key = psk_file.read_text().split(":", 1)[1].strip()
+    uri = f"nbds://alice@127.0.0.1:{live.port}/golden"
+    return uri, (Config().set("nbd.uri", uri).set("psk.identity", "alice")
+                 .set("psk.key", key).boot_config())
+
+
 def test_the_boots_server_wait_keeps_the_connection_for_the_relay(
         nbd_servers, psk_file: Path, golden: tuple[Path, bytes], tmp_path: Path) -> None:
     """With one URI the server step negotiates as the relay does (NBD_OPT_GO over TLS-PSK)
@@ -294,14 +306,9 @@ def test_the_boots_server_wait_keeps_the_connection_for_the_relay(
 
     from appliance.boot.sequence import wait_for_server, write_key
     from appliance.client.connection import Connection
-    from appliance.config import Config
 
     path, data = golden
-    live = _replica(nbd_servers, psk_file, path, "only")
-    key = psk_file.read_text().split(":", 1)[1].strip()
-    uri = f"nbds://alice@127.0.0.1:{live.port}/golden"
-    boot = (Config().set("nbd.uri", uri).set("psk.identity", "alice").set("psk.key", key)
-            .boot_config())
+    uri, boot = _one_server_boot(nbd_servers, psk_file, path)
     found = wait_for_server(write_key(boot, tmp_path / "run"), boot, io.StringIO(), keep=True)
     assert found.description == f"golden, {SIZE} bytes" and found.upstream is not None
     up = found.upstream
@@ -321,15 +328,9 @@ def test_a_ktls_session_the_kernel_refuses_is_said_once_and_the_relay_keeps_the_
     import io
 
     from appliance.boot.sequence import wait_for_server, write_key
-    from appliance.config import Config
     from appliance.errors import OffloadRefused
 
-    path, _ = golden
-    live = _replica(nbd_servers, psk_file, path, "only")
-    key = psk_file.read_text().split(":", 1)[1].strip()
-    uri = f"nbds://alice@127.0.0.1:{live.port}/golden"
-    boot = (Config().set("nbd.uri", uri).set("psk.identity", "alice").set("psk.key", key)
-            .boot_config())
+    _, boot = _one_server_boot(nbd_servers, psk_file, golden[0])
     calls: list[int] = []
 
     def refused() -> NoReturn:
