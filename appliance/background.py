@@ -12,17 +12,22 @@ daemon forked from PID 1 later locks every page it has (8 MiB by default).
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from appliance.daemon import THREAD_STACK
 
 
 class Background[T]:
-    """``job()`` running in a daemon thread named ``name`` from construction on."""
+    """``job()`` running in a daemon thread named ``name`` from construction on, once
+    ``after`` (another job, if given) is done, whatever its outcome: that is its own
+    waiter's to report."""
 
-    def __init__(self, name: str, job: Callable[[], T]) -> None:
+    def __init__(self, name: str, job: Callable[[], T],
+                 after: Background[object] | None = None) -> None:
         self._job = job
+        self._after = after
         self._result: T | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -33,6 +38,8 @@ class Background[T]:
             threading.stack_size(default)
 
     def _run(self) -> None:
+        if self._after is not None:
+            finish([self._after])
         try:
             self._result = self._job()
         except BaseException as exc:  # handed to the waiter, which decides
@@ -44,3 +51,11 @@ class Background[T]:
         if self._error is not None:
             raise self._error
         return self._result  # type: ignore[return-value]  # set when no error
+
+
+def finish(jobs: Iterable[Background[object]]) -> None:
+    """Wait until every job is done, ignoring their errors: each is reported by the step
+    that needs that job's result."""
+    for job in jobs:
+        with contextlib.suppress(Exception):
+            job.wait()

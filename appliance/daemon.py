@@ -214,8 +214,14 @@ def nbd_swaps(swaps: str = "/proc/swaps") -> list[str]:
     return [line.split()[0] for line in lines if line.split() and "/nbd" in line.split()[0]]
 
 
-def harden(*, lock: bool = True) -> HygieneReport:
-    """Apply every root-daemon measure this process can; return what was done."""
+def harden(*, lock: bool = True, lock_later: bool = False) -> HygieneReport:
+    """Apply every root-daemon measure this process can; return what was done.
+
+    ``lock_later``: keep thread stacks small now, but leave mlockall to
+    :func:`lock_in_background`, which a boot daemon starts once it has said it is ready.
+    Locking faults in every mapped page (about a second for ~24 MiB under emulation),
+    and nothing can be paged out to the served disk before the root's init enables swap.
+    """
     report = HygieneReport()
     os.chdir("/")
     report.done.append("chdir /")
@@ -224,9 +230,10 @@ def harden(*, lock: bool = True) -> HygieneReport:
     else:
         report.skipped.append("argv0 does not start with @ (not re-executed)")
     if lock:
-        # Every page of every thread stack is locked from now on: keep the stacks small.
+        # Every page of every thread stack is locked (now or soon): keep the stacks small.
         threading.stack_size(THREAD_STACK)
-        lock_memory(report)
+        if not lock_later:
+            lock_memory(report)
     protect_from_oom(report)
     set_io_flusher(report)
     for swap in nbd_swaps():
@@ -234,6 +241,18 @@ def harden(*, lock: bool = True) -> HygieneReport:
         report.skipped.append(f"swap on {swap}")
     log.info("root-daemon hygiene: done %s; skipped %s", report.done, report.skipped)
     return report
+
+
+def lock_in_background(report: HygieneReport) -> threading.Thread:
+    """mlockall in a thread, for a daemon that already serves (see :func:`harden`); the
+    outcome is logged and added to ``report``."""
+    def lock() -> None:
+        lock_memory(report)
+        log.info("root-daemon hygiene: %s", "mlockall done" if "mlockall" in report.done
+                 else "mlockall skipped")
+    thread = threading.Thread(target=lock, name="mlockall", daemon=True)
+    thread.start()
+    return thread
 
 
 READY_FD_ENV = "APPLIANCE_READY_FD"

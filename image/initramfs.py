@@ -2,9 +2,9 @@
 
 The tree keeps only what the board's first stage runs: busybox, kmod, Python 3.13 with
 the standard library minus what a headless agent never imports (tests, IDLE, tkinter,
-ensurepip ...), Debian's python3-pyroute2 / -netifaces / -serial / -cryptography /
--libfdt, the agent packages ``appliance`` and ``board`` from the checkout, the kernel
-modules named in the package list, and exactly the shared libraries those programs and
+ensurepip, CJK codecs ...), Debian's python3-pyroute2 / -netifaces / -libfdt, the agent
+packages ``appliance`` and ``board`` from the checkout, the kernel modules named in the
+package list, and exactly the shared libraries those programs and
 extension modules need (found by following DT_NEEDED).  All Python is precompiled to
 unchecked-hash bytecode: under QEMU's TCG this makes imports about five times faster;
 only the agent keeps its sources (:func:`precompile`).
@@ -41,18 +41,23 @@ DIST = Path("usr/lib/python3/dist-packages")
 LIBDIRS = (Path("usr/lib/arm-linux-gnueabihf"), Path("usr/lib"))
 PROGRAMS = ("usr/bin/busybox", "usr/bin/kmod", f"usr/bin/{PY}")
 KMOD_LINKS = ("modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo")
+# The CJK codecs (1 MiB with their C modules): the board speaks ASCII and UTF-8.
+CJK_CODECS = tuple(f"encodings/{name}*" for name in (
+    "big5", "cp932", "cp949", "cp950", "euc_", "gb", "hz", "iso2022_", "johab", "shift_jis"))
 # Standard library parts a headless agent never imports.  (sqlite3 stays: a whole
 # ``import pyroute2``, as ``appliance`` commands on the board do, imports pyroute2.ndb,
 # which imports sqlite3.)  Debian's sitecustomize.py only tries to import apport, which
 # costs 67 ms at every start under qemu-user.
 STDLIB_PRUNE = ("sitecustomize.py", "test", "idlelib", "tkinter", "turtledemo", "ensurepip",
                 "lib2to3", "pydoc_data", "venv", "curses", "turtle.py", "antigravity.py",
-                "this.py", "__phello__", "__hello__.py", "EXTERNALLY-MANAGED", "LICENSE.txt")
+                "this.py", "__phello__", "__hello__.py", "EXTERNALLY-MANAGED", "LICENSE.txt",
+                *CJK_CODECS)
 # Debian packages' optional parts nothing on the board imports: psutil (pyroute2's ss2
-# tool tries it), bcrypt (cryptography's OpenSSH key loading), pyroute2's old module name.
+# tool tries it), bcrypt (if a dependency brings it), pyroute2's old module name.
 DIST_PRUNE = ("psutil", "psutil-*.dist-info", "bcrypt", "bcrypt-*.dist-info", "pr2modules")
 DYNLOAD_PRUNE = ("_test", "xx", "_ctypes_test", "_curses", "_dbm", "_gdbm",
-                 "_tkinter", "readline", "_interp")
+                 "_tkinter", "readline", "_interp", "_codecs_", "_multibytecodec",
+                 "_xxtestfuzz")
 NODES = (Node("dev/console", stat.S_IFCHR | 0o600, 5, 1),
          Node("dev/null", stat.S_IFCHR | 0o666, 1, 3))
 DIRS = ("dev", "proc", "sys", "run", "tmp", "mnt", "root", "etc/appliance", "usr/sbin")
@@ -126,8 +131,6 @@ def add_python(src_tree: Path, dst_tree: Path) -> None:
     """Python 3.13, a pruned standard library, and the Debian Python packages."""
     copy_from_tree(src_tree, dst_tree, STDLIB)
     copy_from_tree(src_tree, dst_tree, DIST)
-    # OpenSSL loads its legacy provider at run time (no DT_NEEDED): cryptography needs it.
-    copy_from_tree(src_tree, dst_tree, LIBDIRS[0] / "ossl-modules")
     _prune(dst_tree / STDLIB, STDLIB_PRUNE, DYNLOAD_PRUNE)
     _prune(dst_tree / DIST, DIST_PRUNE)
     (dst_tree / "usr/bin/python3").symlink_to(PY)

@@ -5,9 +5,12 @@ same :func:`appliance.boot.pid1.main` through the full command line), and pyrout
 without its package ``__init__`` and mock lab (:mod:`appliance.boot.lean`).
 """
 
+import os
 import sys
 
 from appliance.boot.lean import lean_pyroute2
+
+os.environ.pop("PYTHONHASHSEED", None)  # /init's, for this process only (see image/files/init)
 
 lean_pyroute2()
 

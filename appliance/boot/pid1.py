@@ -8,8 +8,30 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+              "error": logging.ERROR}
+
+
+class UptimeFormatter(logging.Formatter):
+    """``[  12.34s] LEVEL logger: message``: seconds since the kernel started, as the boot
+    timeline and the kernel's log count them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"[{time.clock_gettime(time.CLOCK_BOOTTIME):7.2f}s] {super().format(record)}"
+
+
+def setup_logging(level: str) -> None:
+    """The agent's log on stderr (the console) from ``level`` (``appliance.log=``; an
+    unknown level: warning, said once)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(UptimeFormatter(LOG_FORMAT))
+    logging.basicConfig(level=LOG_LEVELS.get(level, logging.WARNING), handlers=[handler])
+    if level not in LOG_LEVELS:
+        logging.getLogger(__name__).warning(
+            "appliance.log=%s: not one of %s; logging warnings", level, ", ".join(LOG_LEVELS))
 
 
 def main(*, no_switch: bool = False) -> int:
@@ -17,9 +39,9 @@ def main(*, no_switch: bool = False) -> int:
     from appliance.boot.sequence import NEWROOT, BootOptions, run
     from appliance.errors import ApplianceError
 
-    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     with open("/proc/cmdline", encoding="ascii", errors="replace") as f:
         opts = BootOptions.from_cmdline(f.read())
+    setup_logging(opts.log_level)
     try:
         init = run(opts)
     except ApplianceError as exc:

@@ -29,7 +29,6 @@ or a raw area; default ``/etc/nbdroot``), ``nbdroot.device=/dev/nbdN`` and ``ini
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -67,7 +66,6 @@ NEWROOT = "/newroot"
 DEVICE_WAIT_S = 30.0
 SERVER_TIMEOUT_S = 10.0  # one negotiation of the server step
 ROOT_MODULES = ("nbd", "ext4")  # the driver and the root's filesystem (modules in Debian's)
-MODPROBE_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -77,14 +75,17 @@ class BootOptions:
     config: Path = Path("/etc/nbdroot")
     device: str = "/dev/nbd0"
     init: str = "/sbin/init"
+    log_level: str = "warning"  # appliance.log=: the agent's log on the console from this level
 
     @classmethod
     def from_cmdline(cls, text: str) -> BootOptions:
-        """Parse ``nbdroot.config=``, ``nbdroot.device=`` and ``init=`` from /proc/cmdline."""
+        """Parse ``nbdroot.config=``, ``nbdroot.device=``, ``init=`` and ``appliance.log=``
+        from /proc/cmdline."""
         args = dict(a.split("=", 1) for a in text.split() if "=" in a)
         return cls(config=Path(args.get("nbdroot.config", str(cls.config))),
                    device=args.get("nbdroot.device", cls.device),
-                   init=args.get("init", cls.init))
+                   init=args.get("init", cls.init),
+                   log_level=args.get("appliance.log", cls.log_level).lower())
 
 
 def uri_with_psk_file(uri: str, path: Path) -> str:
@@ -253,19 +254,20 @@ def start_relay(uri: str, boot: BootConfig, device: str,
     loaded modules, saving a second Python start-up on the board.  ``first``: the server
     step's connection, which the relay serves from (this process closes its copy).
     """
-    from appliance.daemon import fork_root_daemon, harden
+    from appliance.daemon import fork_root_daemon, harden, lock_in_background
     from appliance.nbd.uri import parse_uri
     from appliance.relay.serve import AttachOptions, attach_and_serve
 
     policy = _policy(boot)
 
     def serve(ready: Callable[[str], None]) -> None:
-        harden()
+        report = harden(lock_later=True)
         uris = [parse_uri(u) for u in uri.split()]  # several: replicas, tried in order
         att, relay = attach_and_serve(uris, policy, AttachOptions(device=device), first=first)
         print(f"{att.path}: attached ({relay.export.size} bytes, {att.method}); serving",
               file=sys.stderr, flush=True)
         ready(att.path)
+        lock_in_background(report)  # the root mounts meanwhile
         relay.run()
 
     try:
@@ -284,17 +286,18 @@ def start_ktls(session: Session, opener: Opener, boot: BootConfig, device: str) 
     before switch_root removes its file) and does NBD_CMD_CONNECT itself, so the kernel
     records its PID for the device.
     """
-    from appliance.daemon import KTLS_COMM, fork_root_daemon, harden
+    from appliance.daemon import KTLS_COMM, fork_root_daemon, harden, lock_in_background
     from appliance.ktls.supervisor import Supervisor, attach_session
 
     policy = _policy(boot)
 
     def serve(ready: Callable[[str], None]) -> None:
-        harden()
+        report = harden(lock_later=True)
         att = attach_session(session, policy, device)
         supervisor = Supervisor(att.index, session, opener, policy)
         ready(f"{att.path}: attached ({session.info.size} bytes, "
               f"{session.offload.describe()}); supervising")
+        lock_in_background(report)  # the root mounts meanwhile
         supervisor.run()
 
     try:
@@ -381,6 +384,7 @@ def network_config(boot: BootConfig) -> IPv4Config | None:
 
 def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
     """Bring the board from the initramfs to a mounted root; returns the init to exec."""
+    from appliance.background import finish
     from appliance.boot.clock import advance_to_build_time
     from appliance.config import open_store
     from appliance.console.prompt import configure_at_boot
@@ -394,8 +398,9 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
     def start_early(stored: BootConfig) -> None:
         early.extend(_board_modules(stored))
         board = early[0].job if early else None
-        ktls.extend(_ktls_modules(stored, after=board))
-        storage.extend(_root_modules(stored, after=ktls[0] if ktls else board))
+        if (load := _ktls_modules(stored, after=board)) is not None:
+            ktls.append(load)
+        storage.append(_root_modules(stored, after=ktls[0] if ktls else board))
 
     try:
         with tl.step("config") as step:
@@ -404,7 +409,7 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
                                      before_prompt=lambda: _settle(early, [*ktls, *storage],
                                                                    out))
             step.detail = boot.nbd_uri or ""
-        loading = ktls[0] if ktls else next(iter(_ktls_modules(boot)), None)
+        loading = ktls[0] if ktls else _ktls_modules(boot)
         _bring_up(tl, boot, early[0] if early else None)
         uri = write_key(boot)
         with tl.step("server") as step:
@@ -416,7 +421,7 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
             if loading is not None and loading.seconds is not None:
                 step.detail += f"; kTLS modules loaded in {loading.seconds:.1f} s"
         with tl.step("relay") as step:
-            _finish(storage)  # nbd, if it is still loading
+            finish(storage)  # nbd, if it is still loading
             step.detail = start_data_path(uri, boot, opts.device, found, opener)
             wait_for_device(opts.device)
         with tl.step("root") as step:
@@ -430,15 +435,20 @@ def run(opts: BootOptions, out: TextIO = sys.stdout) -> str:
 
 
 def _ktls_modules(boot: BootConfig, after: Background[Modules] | None = None,
-                  ) -> list[BackgroundLoad]:
+                  ) -> BackgroundLoad | None:
     """With nbd.path=ktls and one nbds:// URI: start loading the kernel's TLS now (once
     ``after`` is done), beside the countdown and the bring-up."""
+    from appliance.nbd.uri import parse_uri
+
     uris = (boot.nbd_uri or "").split()
-    if boot.nbd_path != "ktls" or len(uris) != 1 or not uris[0].startswith("nbds"):
-        return []
+    try:
+        if boot.nbd_path != "ktls" or len(uris) != 1 or not parse_uri(uris[0]).tls:
+            return None
+    except ApplianceError:
+        return None  # a bad URI: the server step says what is wrong with it
     from appliance.ktls.offload import BackgroundLoad
 
-    return [BackgroundLoad(after=after)]
+    return BackgroundLoad(after=after)
 
 
 @dataclass(frozen=True)
@@ -471,36 +481,27 @@ def _board_modules(boot: BootConfig) -> list[BoardModules]:
 
 
 def _root_modules(boot: BootConfig, after: Background[object] | None = None,
-                  ) -> list[Background[object]]:
+                  ) -> Background[object]:
     """Start loading the nbd driver and the root's filesystem (``overlay`` too with
     root.mode=overlay) once ``after`` is done, so that neither the relay step's ``modprobe
     nbd`` nor the mount's own module load waits for them.  Best effort: those steps load
     what is still missing, and report what fails."""
     from appliance.background import Background
-    from appliance.run import run
+    from appliance.modprobe import load
 
     names = ROOT_MODULES + (("overlay",) if boot.root_mode == "overlay" else ())
-
-    def job() -> object:
-        _finish([after] if after is not None else [])
-        return run(["modprobe", "-a", *names], check=False, timeout=MODPROBE_TIMEOUT_S)
-    return [Background("root-modules", job)]
-
-
-def _finish(jobs: list[Background[object]]) -> None:
-    """Wait for background module loads whose errors are another step's to report."""
-    for job in jobs:
-        with contextlib.suppress(Exception):
-            job.wait()
+    return Background("root-modules", lambda: load(names), after=after)
 
 
 def _settle(early: list[BoardModules], later: list[Background[object]], out: TextIO) -> None:
     """Before the prompt opens: let the modules started early finish loading (an error is
     the board step's, the server step's or the relay step's to report)."""
+    from appliance.background import finish
+
     jobs: list[Background[object]] = [*(b.job for b in early), *later]
     if jobs:
         print("nbdroot: loading the board's modules first ...", file=out, flush=True)
-    _finish(jobs)
+    finish(jobs)
 
 
 def _bring_up(tl: Timeline, boot: BootConfig, early: BoardModules | None) -> None:

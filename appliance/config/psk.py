@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -125,6 +124,8 @@ def generate_key(nbytes: int = DEFAULT_KEY_BYTES) -> bytes:
     if not PSK_MIN_BYTES <= nbytes <= PSK_MAX_BYTES:
         raise PSKError(f"a psk key must be {PSK_MIN_BYTES}-{PSK_MAX_BYTES} bytes, "
                           f"not {nbytes}")
+    import secrets  # here: importing it seeds random, which waits for the CRNG at boot
+
     return secrets.token_bytes(nbytes)
 
 

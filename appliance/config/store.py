@@ -24,9 +24,9 @@ Slot record (big-endian)::
     crc     I   CRC32 of everything before it
 
 Optional authentication: given a board secret (for example read from the SoC's OTP
-fuses), the store derives a key with HKDF-SHA256 and tags each slot with HMAC-SHA256
-(``cryptography``: HKDF is not in the standard library, and its ``verify`` compares in
-constant time); a store with a secret rejects untagged or badly tagged slots.  The slot
+fuses), the store derives a key with HKDF-SHA256 (RFC 5869, on the standard library's
+``hmac``) and tags each slot with HMAC-SHA256, compared in constant time
+(``hmac.compare_digest``); a store with a secret rejects untagged or badly tagged slots.  The slot
 files are created with mode 0600 (they hold the PSK); on a FAT boot partition, where
 chmod is refused, mount it with ``fmask=0177,dmask=0077`` to get the same effect.
 """
@@ -34,6 +34,7 @@ chmod is refused, mount it with ``fmask=0177,dmask=0077`` to get the same effect
 from __future__ import annotations
 
 import enum
+import hmac
 import logging
 import os
 import stat
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 MAGIC = b"NBDRCFG1"
 HEADER = struct.Struct("!8sQII")  # magic, seq, flags, payload length
 CRC = struct.Struct("!I")
-TAG_SIZE = 32
+SHA256_LEN = 32
+TAG_SIZE = SHA256_LEN  # HMAC-SHA256
 FLAG_HMAC = 1
 KNOWN_FLAGS = FLAG_HMAC
 MAX_PAYLOAD = 64 * 1024
@@ -323,31 +325,27 @@ def _blank(data: bytes) -> bool:
 
 
 def _derive_key(secret: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    return hkdf_sha256(secret, HKDF_INFO, SHA256_LEN)
 
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HKDF_INFO).derive(secret)
+
+def hkdf_sha256(ikm: bytes, info: bytes, length: int, salt: bytes = b"") -> bytes:
+    """HKDF-SHA256 (RFC 5869): extract with ``salt`` (none: HashLen zeros), then expand."""
+    if not 0 < length <= 255 * SHA256_LEN:
+        raise ValueError(f"HKDF-SHA256 makes 1 to {255 * SHA256_LEN} bytes, not {length}")
+    prk = hmac.digest(salt or bytes(SHA256_LEN), ikm, "sha256")
+    okm, block = b"", b""
+    for counter in range(1, -(-length // SHA256_LEN) + 1):
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
+        okm += block
+    return okm[:length]
 
 
 def _hmac(key: bytes, body: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes, hmac
-
-    h = hmac.HMAC(key, hashes.SHA256())
-    h.update(body)
-    return h.finalize()
+    return hmac.digest(key, body, "sha256")
 
 
 def _hmac_ok(key: bytes, body: bytes, tag: bytes) -> bool:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, hmac
-
-    h = hmac.HMAC(key, hashes.SHA256())
-    h.update(body)
-    try:
-        h.verify(tag)
-    except InvalidSignature:
-        return False
-    return True
+    return hmac.compare_digest(_hmac(key, body), tag)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import KernelError
-from appliance.run import run
+from appliance.modprobe import modprobe
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +103,10 @@ def ensure_driver(sys_block: Path = SYS_BLOCK) -> None:
     """Load the nbd module if the driver is not there yet; KernelError if that fails."""
     if have_driver(sys_block):
         return
-    modprobe = shutil.which("modprobe") or "/sbin/modprobe"
     log.info("loading the nbd kernel module")
-    proc = run([modprobe, "nbd"], error=KernelError, what="cannot run modprobe nbd",
-               timeout=MODPROBE_TIMEOUT, check=False)
-    if proc.returncode != 0 or not have_driver(sys_block):
-        detail = proc.stderr.strip() or f"exit status {proc.returncode}"
+    why = modprobe("nbd", timeout=MODPROBE_TIMEOUT)
+    if why is not None or not have_driver(sys_block):
+        detail = why or "no nbd devices appeared"
         raise KernelError(
             f"the kernel has no nbd driver and 'modprobe nbd' failed ({detail}); "
             "build the kernel with CONFIG_BLK_DEV_NBD or install its modules")

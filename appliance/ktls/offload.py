@@ -11,7 +11,6 @@ offloaded both ways.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import socket
@@ -21,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance import modprobe
 from appliance.background import Background
-from appliance.errors import ApplianceError, KtlsUnavailable
-from appliance.run import run
+from appliance.errors import KtlsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,49 +51,30 @@ AVAILABLE_ULP = Path("/proc/sys/net/ipv4/tcp_available_ulp")
 
 
 def load_modules(modules: tuple[str, ...] = MODULES) -> list[str]:
-    """``modprobe`` the modules (one call; per module only if it fails, to say which);
-    the ones that did not load, each with modprobe's words.  Best effort: a kernel with
-    these built in, or without them, is told apart by :func:`kernel_has_tls` later."""
-    if _modprobe(*modules) is None:
-        return []
-    failed = [f"{name} ({why})" for name in modules if (why := _modprobe(name)) is not None]
-    if failed:
-        log.info("kTLS modules not loaded: %s", ", ".join(failed))
-    return failed
+    """Load the modules (:func:`appliance.modprobe.load`); the ones that failed.
+    Best effort: a kernel with these built in, or without them, is told apart by
+    :func:`kernel_has_tls` later."""
+    return modprobe.load(modules)
 
 
 class BackgroundLoad(Background[list[str]]):
     """:func:`load_modules` in a thread, started early in the boot: loading the AEADs runs
     the kernel's crypto self-tests, seconds under emulation, which can overlap the console
     countdown and the network bring-up instead of delaying the root.  ``after``: a job to
-    let finish first (the board's own modules, which the boot needs sooner); its outcome
-    is its waiter's to report.  ``wait()``: the modules that failed."""
+    let finish first (the board's own modules, which the boot needs sooner).
+    ``wait()``: the modules that failed."""
 
     def __init__(self, modules: tuple[str, ...] = MODULES,
                  after: Background[object] | None = None) -> None:
         self.seconds: float | None = None  # how long the modprobe took, once done
 
         def job() -> list[str]:
-            if after is not None:
-                with contextlib.suppress(Exception):
-                    after.wait()
             began = time.monotonic()
             try:
                 return load_modules(modules)
             finally:
                 self.seconds = time.monotonic() - began
-        super().__init__("ktls-modules", job)
-
-
-def _modprobe(*names: str) -> str | None:
-    """None when ``modprobe -a NAMES`` loaded them all, else what went wrong."""
-    try:
-        done = run(["modprobe", "-a", *names], check=False, timeout=120.0)
-    except ApplianceError as exc:
-        return str(exc)
-    if done.returncode == 0:
-        return None
-    return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else str(done.returncode)
+        super().__init__("ktls-modules", job, after=after)
 
 
 def kernel_has_tls(available: Path = AVAILABLE_ULP) -> bool:

@@ -67,3 +67,19 @@ def test_release_comes_from_procfs_under_root(tmp_path: Path) -> None:
 def test_module_key() -> None:
     assert module_key("gpio-mxc") == "gpio_mxc"
     assert module_key("kernel/drivers/net/phy/smsc.ko.xz") == "smsc"
+
+
+def test_the_missing_modules_go_to_one_modprobe_call(armmp: KernelTree, tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    shim = tmp_path / "modprobe-counting"  # the real modprobe, each call logged
+    shim.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec modprobe "$@"\n')
+    shim.chmod(0o755)
+    FakeBoard(tmp_path).module("gpio_mxc")
+    order = get_profile("sabrelite").load_order
+    lm = ModuleLoader(root=tmp_path, moddir=armmp.usr, kernel=armmp.release, dry_run=True,
+                      modprobe=str(shim))
+    done = lm.load(order)
+    (call,) = calls.read_text().splitlines()
+    assert call.endswith(" -a " + " ".join(order[1:]))  # gpio-mxc is already loaded
+    assert [d.action for d in done] == ["already loaded"] + ["would load"] * (len(order) - 1)
+    assert done[-1].detail.splitlines()[-1].split()[1].endswith("/fec.ko.xz")

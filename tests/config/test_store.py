@@ -296,3 +296,31 @@ def test_any_damage_loads_the_good_slot_or_says_why(
         assert str(exc).startswith("no valid configuration stored (")
     else:
         assert loaded in (Config(), configs()[2])
+
+
+@pytest.mark.parametrize(("ikm", "salt", "info", "length", "okm"), [
+    # RFC 5869, test cases 1 and 3 (SHA-256; case 3: no salt, no info)
+    (bytes([0x0b] * 22), bytes(range(13)), bytes(range(0xf0, 0xfa)), 42,
+     "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+     "34007208d5b887185865"),
+    (bytes([0x0b] * 22), b"", b"", 42,
+     "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
+     "9d201395faa4b61a96c8"),
+])
+def test_hkdf_matches_rfc_5869(ikm: bytes, salt: bytes, info: bytes, length: int,
+                               okm: str) -> None:
+    from appliance.config.store import hkdf_sha256
+
+    assert hkdf_sha256(ikm, info, length, salt).hex() == okm
+
+
+def test_the_store_key_is_the_one_cryptography_derives() -> None:
+    """Slots tagged before the store moved to the standard library still verify."""
+    hkdf = pytest.importorskip("cryptography.hazmat.primitives.kdf.hkdf")
+    from cryptography.hazmat.primitives import hashes
+
+    from appliance.config.store import HKDF_INFO, _derive_key
+
+    theirs = hkdf.HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                       info=HKDF_INFO).derive(SECRET)
+    assert _derive_key(SECRET) == theirs

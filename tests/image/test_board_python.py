@@ -4,8 +4,7 @@ A missing standard-library module or shared library in the initramfs shows up on
 the board, late in a slow emulated boot.  Running the initramfs's own armhf python3.13
 under ``qemu-arm-static`` (Debian's qemu-user-static) imports everything in seconds:
 each module of ``appliance`` and ``board``, and what their lazy imports load on the board
-(pyroute2's IPRoute and generic netlink, ssl with PSK callbacks, cryptography's HKDF,
-libfdt, pyserial, netifaces).
+(pyroute2's IPRoute and generic netlink, ssl with PSK callbacks, libfdt, netifaces).
 """
 
 from __future__ import annotations
@@ -25,8 +24,8 @@ failed = []
 names = [m.name for pkg in (appliance, board)
          for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")
          if not m.name.endswith("__main__")]
-names += ["pyroute2.iproute.linux", "pyroute2.netlink.generic", "serial", "netifaces",
-          "libfdt", "cryptography.hazmat.primitives.kdf.hkdf", "encodings.idna"]
+names += ["pyroute2.iproute.linux", "pyroute2.netlink.generic", "netifaces", "libfdt",
+          "encodings.idna"]
 for name in names:
     try:
         importlib.import_module(name)

@@ -57,3 +57,26 @@ def test_nbd_swap_is_reported(tmp_path: Path) -> None:
                      "/swapfile  file\t1024\t0\t-3\n")
     assert nbd_swaps(str(swaps)) == ["/dev/nbd0p2"]
     assert nbd_swaps(str(tmp_path / "missing")) == []
+
+
+def test_a_deferred_lock_happens_after_harden_in_its_thread() -> None:
+    code = """
+import json
+from appliance.daemon import harden, lock_in_background
+def locked():
+    status = open('/proc/self/status').read()
+    return int([l.split()[1] for l in status.splitlines() if l.startswith('VmLck')][0])
+r = harden(lock_later=True)
+before = locked()
+lock_in_background(r).join(60)
+print(json.dumps({'before': before, 'after': locked(), 'done': r.done, 'skipped': r.skipped}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd="/tmp")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["before"] == 0  # harden left the lock for later
+    if "mlockall" in out["done"]:
+        assert out["after"] > 0
+    else:
+        assert any(s.startswith("mlockall") for s in out["skipped"])

@@ -98,6 +98,7 @@ fi
 say "DDW ktls $(dd if=/dev/zero of=/root/scratch bs=1M count=16 oflag=direct 2>&1 | rate)"
 rm -f /root/scratch
 say "RSS supervisor $(rss nbd0)"
+say "LOCKED supervisor $(grep VmLck "/proc/$(pid nbd0)/status" | tr -s ' \\t' ' ')"
 want4=$(region /dev/nbd0 4)
 say "LOADING"
 dd if=/dev/urandom of=/root/blob bs=64k count=256 conv=fsync 2>/dev/null || say "DD FAILED" &
@@ -171,9 +172,12 @@ def check_ridden_out(board: QemuBoard, region_sha: str, *, reconnect: bool = Tru
     assert verified == ["0"], board.tail()
     if reconnect:
         assert re.search(r"block nbd0: reconnected socket", out), board.tail()
+    locked = re.search(r"rc\.local: LOCKED supervisor VmLck: (\d+) kB", out)
+    assert locked is not None and int(locked.group(1)) > 0, board.tail()  # mlockall'ed
     errors = re.search(r"rc\.local: IOERRORS=(\d+)", out)
     assert errors is not None and errors.group(1) == "0", board.tail()
     for tag in ("DD1M ktls", "DD1M relay", "DD4K ktls", "DD4K relay", "DDW ktls", "RSS supervisor",
+                "LOCKED supervisor",
                 "RSS relay", "TLS"):
         if line(out, tag):
             figure(f"kTLS boot, {tag}: {', '.join(line(out, tag))}")
