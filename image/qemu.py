@@ -52,6 +52,9 @@ MCIMX6UL_EVK = Machine("mcimx6ul-evk", "imx6ul-14x14-evk.dtb", "ttymxc0", 0, 2)
 MACHINES = {m.name: m for m in (SABRELITE, MCIMX6UL_EVK)}
 
 
+NIC = "user,model=imx.enet"  # the FEC, on QEMU's user networking (the host is 10.0.2.2)
+
+
 def board_argv(machine: Machine, memory: str = "1G") -> list[str]:
     """qemu-system-arm's machine, memory, console UART and NICs, without a boot source."""
     serials: list[str] = []
@@ -59,7 +62,7 @@ def board_argv(machine: Machine, memory: str = "1G") -> list[str]:
         serials += ["-serial", "stdio" if i == machine.serial_index else "null"]
     nics: list[str] = []
     for _ in range(machine.nics):
-        nics += ["-nic", "user,model=imx.enet"]
+        nics += ["-nic", NIC]
     return ["qemu-system-arm", "-M", machine.name, "-m", memory, "-no-reboot",
             "-display", "none", "-monitor", "none", *serials, *nics]
 

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from image.qemu import NIC
+
 NETDEV = "n0"
 FILTER = "blackhole"
 IO_TIMEOUT = 10.0
@@ -37,8 +39,8 @@ class Blackhole:
         """``argv`` (a board's qemu-system-arm command) with the NIC's netdev named, the
         filter (off) and a QMP server added."""
         out = list(argv)
-        i = out.index("user,model=imx.enet")
-        out[i] = f"user,id={NETDEV},model=imx.enet"
+        i = out.index(NIC)
+        out[i] = NIC.replace("user,", f"user,id={NETDEV},", 1)
         return [*out, "-chardev", "null,id=blackhole-sink",
                 "-object", f"filter-redirector,id={FILTER},netdev={NETDEV},queue=all,"
                            "outdev=blackhole-sink,status=off",
