@@ -114,7 +114,8 @@ class ModuleLoader:
         """Load ``names`` in order, stopping at the first failure.
 
         One ``modprobe -a`` for all that are missing (each exec of kmod costs a few tenths
-        of a second under emulation); if it fails, one at a time, to name the module.
+        of a second under emulation); if it fails, one at a time, to name the module (kmod
+        goes on past a failing module, so the ones after it may be loaded already).
         """
         names = list(names)
         skipped = {name: self._skip(name) for name in names}
@@ -132,8 +133,9 @@ class ModuleLoader:
         proc = run(self._argv(*names), error=BoardError, what="cannot load modules",
                    timeout=MODPROBE_TIMEOUT_S * len(names), check=False)
         if proc.returncode != 0:
+            why = proc.stderr.strip().splitlines()
             log.info("modprobe -a failed (%s); loading one at a time",
-                     proc.stderr.strip().splitlines()[-1:] or proc.returncode)
+                     why[-1] if why else f"exit status {proc.returncode}")
             return None
         action = "would load" if self.dry_run else "loaded"
         return {name: Loaded(name, action, "\n".join(lines))

@@ -78,6 +78,7 @@ class BoardBenchOptions:
     plain: bool = False  # ours over plaintext nbd:// (separates TLS's cost from the path's)
     qemu_nbd: str | None = None
     countdown: int = 1
+    cpus: int = 1  # qemu -smp, both sides
     timeout: float = 420.0
     keep: Path | None = None
 
@@ -238,7 +239,14 @@ def one_boot(opts: BoardBenchOptions, variant: str, work: Path, script: str,
 
 def _argv(opts: BoardBenchOptions, variant: str, work: Path, port: int, key: bytes,
           epoch: int) -> list[str]:
-    """Ours: the agent with a TLS-PSK root; the baseline: nbdroot=SERVER:PORT/EXPORT."""
+    """Ours: the agent with a TLS-PSK root; the baseline: nbdroot=SERVER:PORT/EXPORT; both
+    with ``opts.cpus`` emulated cores."""
+    smp = ["-smp", str(opts.cpus)] if opts.cpus > 1 else []
+    return [*_board_argv(opts, variant, work, port, key, epoch), *smp]
+
+
+def _board_argv(opts: BoardBenchOptions, variant: str, work: Path, port: int, key: bytes,
+                epoch: int) -> list[str]:
     from appliance.host.demo import GUEST_HOST, board_initrd, boot_argv, guest_uri, settings_for
     from image.qemu import SABRELITE, qemu_argv
 

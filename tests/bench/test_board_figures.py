@@ -72,3 +72,12 @@ def test_the_table_has_medians_ranges_and_ratios() -> None:
     assert "31.0 MB (30.0-32.0)" in rss and "none (no process" in rss
     keeper = next(line for line in lines if line.startswith("| DHCP lease keeper RSS"))
     assert "15.5 MB (15.0-16.0)" in keeper and "none (udhcpc exits" in keeper
+
+
+def test_both_boards_get_the_cores_asked_for(tmp_path: Path) -> None:
+    from appliance.host.bench_board import BoardBenchOptions, _argv
+
+    four = _argv(BoardBenchOptions(out=tmp_path, cpus=4), BASELINE, tmp_path, 10809, b"", 0)
+    assert four[-2:] == ["-smp", "4"] and four[0] == "qemu-system-arm"
+    one = _argv(BoardBenchOptions(out=tmp_path), BASELINE, tmp_path, 10809, b"", 0)
+    assert "-smp" not in one

@@ -66,6 +66,9 @@ def register_board(sub: Any) -> None:
                     help="4 KiB requests read and written with O_DIRECT (default 256)")
     bd.add_argument("--write-mib", type=int, default=8, choices=range(1, 65), metavar="MIB",
                     help="MiB written with dd bs=1M oflag=direct (default 8)")
+    bd.add_argument("--cpus", type=int, default=1, choices=range(1, 5), metavar="N",
+                    help="emulated CPU cores of both boards, qemu -smp (default 1, QEMU's "
+                    "default for sabrelite; the real i.MX6Q has 4)")
     bd.add_argument("--qemu-nbd", metavar="PATH", help="the qemu-nbd serving both roots "
                     "(default: the one on PATH)")
     bd.add_argument("--keep", type=absolute_path, metavar="DIR",
@@ -168,7 +171,7 @@ def cmd_board(args: argparse.Namespace) -> int:
 
     opts = BoardBenchOptions(out=args.out, boots=args.boots, read_mib=args.read_mib,
                              requests=args.requests, write_mib=args.write_mib, path=args.path,
-                             plain=args.plain,
+                             plain=args.plain, cpus=args.cpus,
                              qemu_nbd=args.qemu_nbd, keep=args.keep)
     before = load_average()
     with signals_raise():  # SIGTERM/SIGHUP unwind too: qemu-nbd and QEMU are ended by PID
@@ -176,8 +179,8 @@ def cmd_board(args: argparse.Namespace) -> int:
     label = f"ours ({args.path or 'default path'}, {'plaintext' if args.plain else 'TLS-PSK'})"
     for line in table(runs, label):
         print(line)
-    print(f"server: {server_version(args.qemu_nbd)}; host load average (1/5/15 min): "
-          f"{before} before, {load_average()} after")
+    print(f"server: {server_version(args.qemu_nbd)}; emulated cores: {args.cpus}; "
+          f"host load average (1/5/15 min): {before} before, {load_average()} after")
     return 0
 
 
