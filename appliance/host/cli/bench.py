@@ -68,7 +68,8 @@ def register_board(sub: Any) -> None:
                     help="MiB written with dd bs=1M oflag=direct (default 8)")
     bd.add_argument("--cpus", type=int, default=1, choices=range(1, 5), metavar="N",
                     help="emulated CPU cores of both boards, qemu -smp (default 1, QEMU's "
-                    "default for sabrelite; the real i.MX6Q has 4)")
+                    "default for sabrelite; the real i.MX6Q has 4). Each core is a host "
+                    "thread: give the host more free cores than this, or the guest stalls")
     bd.add_argument("--qemu-nbd", metavar="PATH", help="the qemu-nbd serving both roots "
                     "(default: the one on PATH)")
     bd.add_argument("--keep", type=absolute_path, metavar="DIR",
