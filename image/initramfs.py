@@ -26,6 +26,7 @@ from pathlib import Path
 from appliance.errors import ImageError
 from image import elf, kmods
 from image.cpio import Node
+from image.run import run, which
 from image.spec import ImageSpec
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,23 @@ def precompile(dst_tree: Path) -> None:
             raise ImageError(f"agent source did not compile: {missing[0]}")
 
 
+def record_dataclass_code(dst_tree: Path) -> int:
+    """Compile the methods of the boot's dataclasses on the board's own Python (under
+    qemu-user) into the file that :mod:`appliance.boot.precompiled` loads at boot; its
+    size in bytes."""
+    from appliance.boot.precompiled import CODE_FILE
+
+    dest = dst_tree / DIST / "appliance/boot" / CODE_FILE.name
+    qemu = which("qemu-arm-static")
+    # -B: nothing written into the tree's __pycache__; a fixed hash seed for the same bytes
+    run([qemu, "-L", dst_tree, dst_tree / "usr/bin" / PY, "-B", "-s", "-m",
+         "appliance.boot.precompiled", dest], env={"PYTHONHASHSEED": "0"}, cwd=dst_tree,
+        timeout=600)
+    size = dest.stat().st_size
+    log.info("dataclass code for the boot: %d bytes", size)
+    return size
+
+
 def _drop_compiled_sources(base: Path, keep: list[Path]) -> None:
     """Remove each .py under ``base`` that has its .pyc beside it, except under ``keep``."""
     for source in sorted(base.rglob("*.py")):
@@ -241,3 +259,4 @@ def assemble(src_tree: Path, dst_tree: Path, spec: ImageSpec) -> None:
     libs = add_libraries(src_tree, dst_tree)
     log.info("shared libraries: %s", " ".join(libs))
     precompile(dst_tree)
+    record_dataclass_code(dst_tree)

@@ -13,11 +13,30 @@
 
 from __future__ import annotations
 
-from appliance.relay.core import RelayCore, RelayState, RelayStats
-from appliance.relay.policy import ReconnectPolicy, parse_deadline
-from appliance.relay.relay import Relay
-from appliance.relay.replicas import ReplicaSet
-from appliance.relay.upstream import Connector, Upstream, uri_connector
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appliance.relay.core import RelayCore, RelayState, RelayStats
+    from appliance.relay.policy import ReconnectPolicy, parse_deadline
+    from appliance.relay.relay import Relay
+    from appliance.relay.replicas import ReplicaSet
+    from appliance.relay.upstream import Connector, Upstream, uri_connector
+
+# Each name is imported from its module on first use (PEP 562), so that the kTLS path,
+# which shares only the reconnect policy, does not import the relay itself at boot.
+_MODULES = {"RelayCore": "core", "RelayState": "core", "RelayStats": "core",
+            "ReconnectPolicy": "policy", "parse_deadline": "policy", "Relay": "relay",
+            "ReplicaSet": "replicas", "Connector": "upstream", "Upstream": "upstream",
+            "uri_connector": "upstream"}
 
 __all__ = ["Connector", "ReconnectPolicy", "Relay", "RelayCore", "RelayState", "RelayStats",
            "ReplicaSet", "Upstream", "parse_deadline", "uri_connector"]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+    globals()[name] = value
+    return value

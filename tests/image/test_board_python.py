@@ -60,3 +60,29 @@ def test_every_agent_module_imports_on_the_board_python(initramfs_tree: Path) ->
                           cwd=initramfs_tree)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ALL OK"), done.stdout
+
+
+PRECOMPILED = r'''
+import importlib
+from appliance.boot.precompiled import BOOT_MODULES, Stats, install
+stored = install()
+from appliance.boot.lean import lean_pyroute2
+lean_pyroute2()
+for name in BOOT_MODULES:
+    importlib.import_module(name)
+print(stored, Stats.hits, Stats.misses)
+'''
+
+
+def test_the_image_holds_the_boots_dataclass_code(initramfs_tree: Path) -> None:
+    """The builder recorded it on this Python: every boot dataclass runs stored code."""
+    qemu = shutil.which("qemu-arm-static")
+    assert qemu, "qemu-arm-static missing: install Debian's qemu-user-static (./setup.sh test)"
+    (initramfs_tree / "tmp" / "precompiled.py").write_text(PRECOMPILED)
+    done = subprocess.run([qemu, "-L", str(initramfs_tree),
+                           str(initramfs_tree / "usr/bin/python3.13"), "-I",
+                           str(initramfs_tree / "tmp/precompiled.py")],
+                          capture_output=True, text=True, timeout=600, cwd=initramfs_tree)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stored, hits, misses = map(int, done.stdout.split())
+    assert stored > 30 and hits >= stored and misses == 0, done.stdout
