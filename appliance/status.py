@@ -2,9 +2,10 @@
 
 Read on the running root (``appliance status``): the device mounted on ``/`` (from
 /proc/self/mounts), the PID the kernel records for it (/sys/block/nbdN/pid, the relay
-that attached it), whether that process lives and runs as a root-storage daemon
-(argv[0] starting with '@'), the DHCP lease keeper's state (/run/nbdroot/lease.json,
-written by :mod:`appliance.net.keeper`), and the boot timeline the initramfs left in /run.
+or kTLS supervisor that attached it), whether that process lives and runs as a
+root-storage daemon (argv[0] starting with '@'), which data path it is (its name), the
+DHCP lease keeper's state (/run/nbdroot/lease.json, written by
+:mod:`appliance.net.keeper`), and the boot timeline the initramfs left in /run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ class RootStatus:
     relay_pid: int | None
     relay_alive: bool
     relay_argv0: str | None
+    relay_comm: str | None = None  # the data path's process name (appliance.daemon)
+
+    @property
+    def path(self) -> str:
+        """The data path serving the root: ``ktls`` (the kernel reads the socket; this is
+        its supervisor), ``relay``, or the process's own name for anything else."""
+        return DATA_PATHS.get(self.relay_comm or "", self.relay_comm or "-")
 
     @property
     def ok(self) -> bool:
@@ -36,9 +44,11 @@ class RootStatus:
         """One console line a script (``appliance demo --check``) can match."""
         state = "alive" if self.relay_alive else "dead"
         return (f"nbdroot-status: root={self.device or 'unknown'} relay={state} "
-                f"pid={self.relay_pid or 0} argv0={self.relay_argv0 or '-'}")
+                f"pid={self.relay_pid or 0} argv0={self.relay_argv0 or '-'} path={self.path}")
 
 
+# The data path daemons' process names (appliance.daemon's RELAY_COMM and KTLS_COMM).
+DATA_PATHS = {"nbdroot-relay": "relay", "nbdroot-ktls": "ktls"}
 OVERLAY_LOWER = "/run/nbdroot/lower"  # root.mode=overlay: where the boot mounts the export
 
 
@@ -68,12 +78,13 @@ def collect(root: Path = Path("/")) -> RootStatus:
     device = root_device(root / "proc/self/mounts")
     pid_text = _read(root / "sys/block" / Path(device or "none").name / "pid")
     pid = int(pid_text) if pid_text and pid_text.isdigit() else None
-    argv0 = None
+    argv0 = comm = None
     if pid is not None:
         cmdline = _read(root / f"proc/{pid}/cmdline")
         argv0 = cmdline.split("\0", 1)[0] if cmdline else None
+        comm = _read(root / f"proc/{pid}/comm")
     alive = pid is not None and argv0 is not None
-    return RootStatus(device, pid, alive, argv0)
+    return RootStatus(device, pid, alive, argv0, comm)
 
 
 def timeline(path: Path = TIMELINE) -> list[dict[str, object]]:

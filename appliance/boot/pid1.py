@@ -65,6 +65,7 @@ def main(*, no_switch: bool = False) -> int:
 def _log_costs(stat: str) -> None:
     """Debug: the CPU's time since the kernel started (``stat``: /proc/stat), and the
     stored dataclass code."""
+    from appliance.boot.lazy_inspect import standing_in
     from appliance.boot.precompiled import Stats
 
     log = logging.getLogger(__name__)
@@ -75,8 +76,9 @@ def _log_costs(stat: str) -> None:
                   "iowait %.2f s, irq %.2f s, softirq %.2f s, steal %.2f s", *ticks)
     except (OSError, ValueError):
         pass
-    log.debug("dataclass code: %d texts stored, %d ran stored, %d compiled at boot",
-              Stats.stored, Stats.hits, Stats.misses)
+    log.debug("dataclass code: %d texts stored, %d ran stored, %d compiled at boot; "
+              "inspect: %s", Stats.stored, Stats.hits, Stats.misses,
+              "not needed" if standing_in() else "imported")
 
 
 def rescue() -> int:

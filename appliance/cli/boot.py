@@ -15,7 +15,8 @@ HELP = """\
 Boot the board from its NBD root (run as PID 1 by the initramfs's /init): load the
 stored settings (press a key during the countdown for the setup prompt), detect the
 board and its PHY, bring up the network, wait for the server over TLS-PSK, attach
-/dev/nbd0 through the relay, mount it and switch_root into it.  Kernel command line:
+/dev/nbd0 (the kernel's TLS with a supervisor, or the relay: nbd.path), mount it and
+switch_root into it.  Kernel command line:
 nbdroot.config=PATH (config store; default /etc/nbdroot), nbdroot.device=/dev/nbdN,
 init=PATH (default /sbin/init).
 """

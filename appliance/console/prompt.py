@@ -71,6 +71,8 @@ def redact(line: str) -> str:
 
 @dataclass
 class _Answer:
+    """What a command answers: lines to print, and whether the board boots now."""
+
     lines: list[str]
     boot: bool = False
 

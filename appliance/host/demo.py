@@ -39,7 +39,9 @@ IDENTITY = "demo"
 EXPORT = "root"
 GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's 127.0.0.1
 # What the booted root prints once it runs from the NBD device with the relay alive.
-ROOT_OK = re.compile(rb"nbdroot-status: root=(/dev/nbd\d+) relay=alive pid=(\d+)")
+ROOT_OK = re.compile(rb"nbdroot-status: root=(/dev/nbd\d+) relay=alive pid=(\d+)"
+                     rb"(?: argv0=\S+ path=(\S+))?")
+PATH_NAMES = {b"ktls": "the kTLS supervisor", b"relay": "the relay"}
 FAILED_STEP = re.compile(rb"nbdroot: \[[ \d.]+s\] \S+ \([\d.]+s\) FAILED|Kernel panic[^\r\n]*")
 BOOT_FAILED = re.compile(rb"nbdroot: boot failed: ([^\r\n]*)\r?\n")
 
@@ -220,7 +222,8 @@ def _check(opts: DemoOptions, argv: list[str], work: Path, report: Reporter) -> 
         if ok is None:
             report(_failure(board, match.group(0)))
             return 1
-        report(f"ok: the board runs from {ok.group(1).decode()} through the relay "
+        daemon = PATH_NAMES.get(ok.group(3) or b"relay", "its data path")
+        report(f"ok: the board runs from {ok.group(1).decode()} through {daemon} "
                f"(pid {ok.group(2).decode()}), {took:.1f} s after QEMU started")
         return 0
     finally:
