@@ -30,7 +30,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import site
 import subprocess
 import sys
 import threading
@@ -53,6 +52,7 @@ COMM_MAX = 15  # TASK_COMM_LEN - 1
 # The root daemons' names in ps and top (argv, which systemd reads, keeps '@python3 ...').
 RELAY_COMM = "nbdroot-relay"
 KTLS_COMM = "nbdroot-ktls"
+DATA_PATHS = {RELAY_COMM: "relay", KTLS_COMM: "ktls"}  # nbd.path's names, by process name
 LEASE_COMM = "nbdroot-lease"
 
 
@@ -79,6 +79,8 @@ def root_daemon_command(args: Sequence[str]) -> list[str]:
     cannot, so the site directories of this interpreter are added back explicitly
     (``site.addsitedir`` also runs their .pth files, which editable installs need).
     """
+    import site  # here: PID 1 runs without it (python3 -S, image/files/init)
+
     dirs = [d for d in (*site.getsitepackages(), site.getusersitepackages()) if os.path.isdir(d)]
     code = ("import runpy, site, sys\n"
             f"for d in {dirs!r}:\n"

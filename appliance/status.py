@@ -32,6 +32,8 @@ class RootStatus:
     def path(self) -> str:
         """The data path serving the root: ``ktls`` (the kernel reads the socket; this is
         its supervisor), ``relay``, or the process's own name for anything else."""
+        from appliance.daemon import DATA_PATHS
+
         return DATA_PATHS.get(self.relay_comm or "", self.relay_comm or "-")
 
     @property
@@ -47,8 +49,6 @@ class RootStatus:
                 f"pid={self.relay_pid or 0} argv0={self.relay_argv0 or '-'} path={self.path}")
 
 
-# The data path daemons' process names (appliance.daemon's RELAY_COMM and KTLS_COMM).
-DATA_PATHS = {"nbdroot-relay": "relay", "nbdroot-ktls": "ktls"}
 OVERLAY_LOWER = "/run/nbdroot/lower"  # root.mode=overlay: where the boot mounts the export
 
 
