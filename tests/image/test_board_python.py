@@ -49,17 +49,21 @@ def initramfs_tree(image_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return tree
 
 
-def test_every_agent_module_imports_on_the_board_python(initramfs_tree: Path) -> None:
+def board_python(tree: Path, name: str, code: str) -> str:
+    """Run ``code`` on the initramfs's own python3.13 under qemu-user; its stdout."""
     qemu = shutil.which("qemu-arm-static")
     assert qemu, "qemu-arm-static missing: install Debian's qemu-user-static (./setup.sh test)"
-    (initramfs_tree / "tmp" / "check.py").write_text(CHECK)
-    done = subprocess.run([qemu, "-L", str(initramfs_tree),
-                           str(initramfs_tree / "usr/bin/python3.13"), "-I",
-                           str(initramfs_tree / "tmp/check.py")],
-                          capture_output=True, text=True, timeout=600,
-                          cwd=initramfs_tree)
+    (tree / "tmp" / name).write_text(code)
+    done = subprocess.run([qemu, "-L", str(tree), str(tree / "usr/bin/python3.13"), "-I",
+                           str(tree / "tmp" / name)],
+                          capture_output=True, text=True, timeout=600, cwd=tree)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().endswith("ALL OK"), done.stdout
+    return done.stdout
+
+
+def test_every_agent_module_imports_on_the_board_python(initramfs_tree: Path) -> None:
+    out = board_python(initramfs_tree, "check.py", CHECK)
+    assert out.strip().endswith("ALL OK"), out
 
 
 PRECOMPILED = r'''
@@ -76,13 +80,6 @@ print(stored, Stats.hits, Stats.misses)
 
 def test_the_image_holds_the_boots_dataclass_code(initramfs_tree: Path) -> None:
     """The builder recorded it on this Python: every boot dataclass runs stored code."""
-    qemu = shutil.which("qemu-arm-static")
-    assert qemu, "qemu-arm-static missing: install Debian's qemu-user-static (./setup.sh test)"
-    (initramfs_tree / "tmp" / "precompiled.py").write_text(PRECOMPILED)
-    done = subprocess.run([qemu, "-L", str(initramfs_tree),
-                           str(initramfs_tree / "usr/bin/python3.13"), "-I",
-                           str(initramfs_tree / "tmp/precompiled.py")],
-                          capture_output=True, text=True, timeout=600, cwd=initramfs_tree)
-    assert done.returncode == 0, done.stderr[-2000:]
-    stored, hits, misses = map(int, done.stdout.split())
-    assert stored > 30 and hits >= stored and misses == 0, done.stdout
+    out = board_python(initramfs_tree, "precompiled.py", PRECOMPILED)
+    stored, hits, misses = map(int, out.split())
+    assert stored > 30 and hits >= stored and misses == 0, out

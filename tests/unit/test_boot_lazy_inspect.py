@@ -4,8 +4,7 @@ in a fresh interpreter: the stand-in is process-wide."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.fresh_python import fresh_python
 
 CLASSES = '''
 import dataclasses, enum, typing
@@ -28,15 +27,8 @@ CASES = (Plain, Annotated, Child, Grandchild, Data, Colour, int, type)
 '''
 
 
-def python(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def test_dataclasses_need_no_inspect_and_annotations_match() -> None:
-    out = python(
+    out = fresh_python(
         "import sys\nfrom appliance.boot import lazy_inspect\nassert lazy_inspect.install()\n"
         + CLASSES +
         "stand_in = [sys.modules['inspect'].get_annotations(c) for c in CASES]\n"
@@ -53,7 +45,7 @@ def test_dataclasses_need_no_inspect_and_annotations_match() -> None:
 
 
 def test_anything_else_imports_the_standard_module() -> None:
-    out = python(
+    out = fresh_python(
         "import sys, types\nfrom appliance.boot import lazy_inspect\nlazy_inspect.install()\n"
         "import inspect\n"
         "def f(a, b=2): pass\n"
@@ -66,7 +58,7 @@ def test_anything_else_imports_the_standard_module() -> None:
 
 def test_the_boot_modules_never_need_it() -> None:
     """The point of it: PID 1's own imports end with the stand-in still in place."""
-    out = python(
+    out = fresh_python(
         "import importlib, sys\nfrom appliance.boot import lazy_inspect, precompiled\n"
         "lazy_inspect.install()\nfrom appliance.boot.lean import lean_pyroute2\n"
         "lean_pyroute2()\n"
@@ -76,6 +68,6 @@ def test_the_boot_modules_never_need_it() -> None:
 
 
 def test_nothing_happens_once_inspect_is_imported() -> None:
-    out = python("import inspect\nfrom appliance.boot import lazy_inspect\n"
-                 "print(lazy_inspect.install(), lazy_inspect.standing_in())")
+    out = fresh_python("import inspect\nfrom appliance.boot import lazy_inspect\n"
+                       "print(lazy_inspect.install(), lazy_inspect.standing_in())")
     assert out == "False False"

@@ -4,8 +4,7 @@ Each case runs in a fresh interpreter: the skip is process-wide."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.fresh_python import fresh_python
 
 HEAVY = ("pyroute2.ndb", "sqlite3", "psutil", "http.server", "pyroute2.cli", "unittest.mock",
          "asyncio", "pyroute2.netlink.rtnl.tcmsg.sched_htb", "pyroute2.netlink.rtnl.tcmsg.common")
@@ -24,27 +23,20 @@ print(" ".join(m for m in {heavy!r} if m in sys.modules) or "none")
 """
 
 
-def python(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def test_the_boot_imports_netlink_without_pyroute2s_package_init() -> None:
-    assert python(BOOT_IMPORTS.format(heavy=HEAVY)) == "none"
+    assert fresh_python(BOOT_IMPORTS.format(heavy=HEAVY)) == "none"
 
 
 def test_the_whole_package_still_imports_its_heavy_parts() -> None:
     """The reference for the test above: a plain import loads what the skip avoids."""
     code = f"import sys, pyroute2; print(sum(m in sys.modules for m in {HEAVY!r}))"
-    assert int(python(code)) >= 3
+    assert int(fresh_python(code)) >= 3
 
 
 def test_an_imported_package_is_left_alone() -> None:
     code = ("import pyroute2\nfrom appliance.boot.lean import lean_pyroute2\n"
             "print(lean_pyroute2(), hasattr(pyroute2, 'IPRoute'))")
-    assert python(code) == "False True"
+    assert fresh_python(code) == "False True"
 
 
 SETTINGS = """
@@ -68,8 +60,8 @@ print(json.dumps(out))
 def test_the_config_stand_in_has_pyroute2s_settings() -> None:
     import json
 
-    real = json.loads(python(SETTINGS.format(prelude="")))
-    lean = json.loads(python(SETTINGS.format(
+    real = json.loads(fresh_python(SETTINGS.format(prelude="")))
+    lean = json.loads(fresh_python(SETTINGS.format(
         prelude="from appliance.boot.lean import lean_pyroute2\nassert lean_pyroute2()")))
     assert lean.pop("multiprocessing imported") is True  # MpPipe was just asked for
     real.pop("multiprocessing imported")
@@ -81,4 +73,4 @@ def test_the_lean_config_imports_no_platform_or_multiprocessing() -> None:
             "from pyroute2.iproute.linux import IPRoute\nfrom pyroute2 import config\n"
             "assert config.kernel and config.arch.endswith('bit')\n"
             "print(sorted(m for m in ('platform', 'multiprocessing') if m in sys.modules))")
-    assert python(code) == "[]"
+    assert fresh_python(code) == "[]"

@@ -3,9 +3,9 @@ the same code at boot.  Each case runs in fresh interpreters: the patch is proce
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.fresh_python import fresh_python
 
 # A module of dataclasses with what the agent's use: frozen, defaults, default_factory,
 # keyword-only fields, slots, ordering, a __post_init__.
@@ -55,18 +55,11 @@ print("stored", install(Path({table!r})))
 '''
 
 
-def python(code: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                          text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def record(tmp: Path, modules: str) -> Path:
     table = tmp / "code.marshal"
-    python(f"import sys; sys.path.insert(0, {str(tmp)!r})\n"
-           "from appliance.boot.precompiled import record\n"
-           f"open({str(table)!r}, 'wb').write(record({modules}))")
+    fresh_python(f"import sys; sys.path.insert(0, {str(tmp)!r})\n"
+                 "from appliance.boot.precompiled import record\n"
+                 f"open({str(table)!r}, 'wb').write(record({modules}))")
     return table
 
 
@@ -77,9 +70,9 @@ def sample(tmp: Path) -> Path:
 
 def test_stored_code_behaves_as_the_compiled(tmp_path: Path) -> None:
     table = sample(tmp_path)
-    plain = python(EXERCISE.format(tmp=str(tmp_path), setup=""))
-    stored = python(EXERCISE.format(tmp=str(tmp_path), setup=INSTALL.format(table=str(table)))
-                    + "print('hits', Stats.hits, 'misses', Stats.misses)")
+    plain = fresh_python(EXERCISE.format(tmp=str(tmp_path), setup=""))
+    stored = fresh_python(EXERCISE.format(tmp=str(tmp_path), setup=INSTALL.format(table=str(table)))
+                          + "print('hits', Stats.hits, 'misses', Stats.misses)")
     lines = stored.splitlines()
     assert lines[0] == "stored 2"
     assert lines[1:-1] == plain.splitlines()
@@ -91,11 +84,11 @@ def test_stored_code_behaves_as_the_compiled(tmp_path: Path) -> None:
 def test_every_boot_dataclass_is_recorded(tmp_path: Path) -> None:
     """What the image builder records covers BOOT_MODULES: nothing compiled at boot."""
     table = record(tmp_path, "")
-    out = python(INSTALL.format(table=str(table)) +
-                 "import importlib\nfrom appliance.boot.lean import lean_pyroute2\n"
-                 "from appliance.boot.precompiled import BOOT_MODULES\nlean_pyroute2()\n"
-                 "for name in BOOT_MODULES: importlib.import_module(name)\n"
-                 "print(Stats.hits, Stats.misses)")
+    out = fresh_python(INSTALL.format(table=str(table)) +
+                       "import importlib\nfrom appliance.boot.lean import lean_pyroute2\n"
+                       "from appliance.boot.precompiled import BOOT_MODULES\nlean_pyroute2()\n"
+                       "for name in BOOT_MODULES: importlib.import_module(name)\n"
+                       "print(Stats.hits, Stats.misses)")
     stored, counts = out.splitlines()
     hits, misses = map(int, counts.split())
     assert int(stored.split()[1]) > 30
@@ -115,9 +108,9 @@ def test_a_file_that_does_not_load_changes_nothing(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.marshal"
         if data is not None:
             path.write_bytes(data)
-        out = python(INSTALL.format(table=str(path)) + "import dataclasses\n"
-                     "print('patched' if 'exec' in vars(dataclasses) else 'untouched')")
+        out = fresh_python(INSTALL.format(table=str(path)) + "import dataclasses\n"
+                           "print('patched' if 'exec' in vars(dataclasses) else 'untouched')")
         assert out.splitlines() == ["stored 0", "untouched"], name
     directory = tmp_path / "a-directory.marshal"
     directory.mkdir()
-    assert python(INSTALL.format(table=str(directory))) == "stored 0"
+    assert fresh_python(INSTALL.format(table=str(directory))) == "stored 0"
