@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.system]
 REPO = Path(__file__).resolve().parents[2]
 MAIN_JOB = "./setup.sh demo --check"
 TIMEOUT = 2700.0  # set-up, a cold image build (two roots) and a systemd boot, 2 loaded cores
-OK = re.compile(r"^demo: ok: the board runs from /dev/nbd0 through the relay "
+# The main job boots the default data path: the kernel reads the TLS socket (kTLS)
+OK = re.compile(r"^demo: ok: the board runs from /dev/nbd0 through the kTLS supervisor "
                 r"\(pid \d+\), ([\d.]+) s after QEMU started$", re.M)
 
 
