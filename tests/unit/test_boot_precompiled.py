@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.fresh_python import fresh_python
 
-# A module of dataclasses with what the agent's use: frozen, defaults, default_factory,
+# A module of dataclasses with what the agent uses: frozen, defaults, default_factory,
 # keyword-only fields, slots, ordering, a __post_init__.
 SAMPLE = '''
 from __future__ import annotations
