@@ -3,14 +3,14 @@
 
 ``dataclasses`` imports ``inspect`` at its top, and with it ``ast``, ``dis`` and
 ``opcode``, for one call per class: ``inspect.get_annotations(cls)``.  Under emulation
-(the board's shell, this image) ``import dataclasses`` took 0.55 s, most of it that
-import.  :func:`install` puts a stand-in module in ``sys.modules`` first.  It answers that
-call for a class as the standard function does: the class's own ``__annotations__``,
-copied, none inherited, nothing evaluated.  Every other name, and ``get_annotations``
-with any other argument, imports the standard ``inspect``, which then takes the stand-in's
-place in ``sys.modules``; code holding the stand-in reaches the standard module through it.
-A dataclass without a docstring is one such use: ``dataclasses`` calls ``inspect.signature``
-to write one.
+(the board's shell, this image) ``import dataclasses`` took 0.55 s; under qemu-user, half
+of that import is ``inspect``'s.  :func:`install` puts a stand-in module in
+``sys.modules`` first.  It answers that call for a class as the standard function does:
+the class's own ``__annotations__``, copied, none inherited, nothing evaluated.  Every
+other name, and ``get_annotations`` with any other argument, imports the standard
+``inspect``, which then takes the stand-in's place in ``sys.modules``; code holding the
+stand-in reaches the standard module through it.  A dataclass without a docstring is one
+such use: ``dataclasses`` calls ``inspect.signature`` to write one.
 """
 
 from __future__ import annotations
