@@ -69,6 +69,8 @@ def _log_costs(stat: str) -> None:
     from appliance.boot.precompiled import Stats
 
     log = logging.getLogger(__name__)
+    if not log.isEnabledFor(logging.DEBUG):
+        return  # nothing read on a boot without appliance.log=debug
     try:
         with open(stat, encoding="ascii") as f:
             ticks = [int(t) / os.sysconf("SC_CLK_TCK") for t in f.readline().split()[1:9]]

@@ -68,15 +68,19 @@ def install(path: Path = CODE_FILE) -> int:
         code = table.get(source)
         if code is None:
             Stats.misses += 1
-            builtins.exec(compile(source, FILENAME, "exec", dont_inherit=True),  # noqa: S102
-                          globals_, locals_)
-            return
-        Stats.hits += 1
+            code = _compile(source)
+        else:
+            Stats.hits += 1
         builtins.exec(code, globals_, locals_)  # noqa: S102 - what dataclasses itself runs
 
     dataclasses.exec = run_stored  # type: ignore[attr-defined]
     Stats.stored = len(table)
     return len(table)
+
+
+def _compile(source: str) -> CodeType:
+    """What ``exec(source)`` in ``dataclasses`` compiles: no future flags of ours."""
+    return compile(source, FILENAME, "exec", dont_inherit=True)
 
 
 def uninstall() -> None:
@@ -98,7 +102,7 @@ def record(modules: Iterable[str] = BOOT_MODULES) -> bytes:
 
     def keep(source: str, globals_: dict[str, Any] | None = None,
              locals_: Mapping[str, object] | None = None) -> None:
-        code = table[source] = compile(source, FILENAME, "exec", dont_inherit=True)
+        code = table[source] = _compile(source)
         builtins.exec(code, globals_, locals_)  # noqa: S102 - what dataclasses itself runs
 
     lean_pyroute2()

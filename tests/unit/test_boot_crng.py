@@ -4,8 +4,7 @@ which waits for the kernel's CRNG (~3 s under emulation) until the background re
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.fresh_python import fresh_python
 
 # What the boot imports up to the board step: appliance.boot's __main__, the config step
 # (store, prompt, the early module loads) and the board step.
@@ -23,16 +22,11 @@ print(" ".join(m for m in ("random", "_random", "secrets", "tempfile") if m in s
 
 
 def test_nothing_before_the_network_step_seeds_random() -> None:
-    done = subprocess.run([sys.executable, "-c", BEFORE_THE_NETWORK], capture_output=True,
-                          text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "none"
+    assert fresh_python(BEFORE_THE_NETWORK) == "none"
 
 
 def test_the_check_sees_random_when_it_is_imported() -> None:
     """The reference: the network step's own imports do seed it (udhcpc's temp dir)."""
     code = BEFORE_THE_NETWORK.replace("import board.bringup",
                                       "import appliance.net.up\nimport board.bringup")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert "random" in done.stdout.split(), done.stderr
+    assert "random" in fresh_python(code).split()
