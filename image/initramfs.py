@@ -195,20 +195,21 @@ def precompile(dst_tree: Path) -> None:
             raise ImageError(f"agent source did not compile: {missing[0]}")
 
 
-def record_dataclass_code(dst_tree: Path) -> int:
-    """Compile the methods of the boot's dataclasses on the board's own Python (under
-    qemu-user) into the file that :mod:`appliance.boot.precompiled` loads at boot; its
-    size in bytes."""
+def record_boot_imports(dst_tree: Path) -> int:
+    """Run :mod:`appliance.boot.record` on the board's own Python (under qemu-user): the
+    boot's dataclass, namedtuple and pattern code, compiled, and the index of where its
+    modules are, beside :mod:`appliance.boot.precompiled`; their size in bytes."""
+    from appliance.boot.module_index import INDEX_FILE
     from appliance.boot.precompiled import CODE_FILE
 
-    dest = dst_tree / DIST / "appliance/boot" / CODE_FILE.name
+    dest = dst_tree / DIST / "appliance/boot"
     qemu = which("qemu-arm-static")
     # -B: nothing written into the tree's __pycache__; a fixed hash seed for the same bytes
     run([qemu, "-L", dst_tree, dst_tree / "usr/bin" / PY, "-B", "-s", "-m",
-         "appliance.boot.precompiled", dest], env={"PYTHONHASHSEED": "0"}, cwd=dst_tree,
+         "appliance.boot.record", dest], env={"PYTHONHASHSEED": "0"}, cwd=dst_tree,
         timeout=600)
-    size = dest.stat().st_size
-    log.info("dataclass code for the boot: %d bytes", size)
+    size = sum((dest / name).stat().st_size for name in (CODE_FILE.name, INDEX_FILE.name))
+    log.info("compiled code and module index for the boot: %d bytes", size)
     return size
 
 
@@ -259,4 +260,4 @@ def assemble(src_tree: Path, dst_tree: Path, spec: ImageSpec) -> None:
     libs = add_libraries(src_tree, dst_tree)
     log.info("shared libraries: %s", " ".join(libs))
     precompile(dst_tree)
-    record_dataclass_code(dst_tree)
+    record_boot_imports(dst_tree)

@@ -63,9 +63,10 @@ def main(*, no_switch: bool = False) -> int:
 
 
 def _log_costs(stat: str) -> None:
-    """Debug: the CPU's time since the kernel started (``stat``: /proc/stat), and the
-    stored dataclass code."""
+    """Debug: the CPU's time since the kernel started (``stat``: /proc/stat), the stored
+    code and the module index."""
     from appliance.boot.lazy_inspect import standing_in
+    from appliance.boot.module_index import installed
     from appliance.boot.precompiled import Stats
 
     log = logging.getLogger(__name__)
@@ -78,9 +79,14 @@ def _log_costs(stat: str) -> None:
                   "iowait %.2f s, irq %.2f s, softirq %.2f s, steal %.2f s", *ticks)
     except (OSError, ValueError):
         pass
-    log.debug("dataclass code: %d texts stored, %d ran stored, %d compiled at boot; "
-              "inspect: %s", Stats.stored, Stats.hits, Stats.misses,
+    log.debug("dataclass and namedtuple code: %d texts stored, %d ran stored, %d compiled "
+              "at boot; patterns: %d stored, %d used stored, %d compiled at boot; "
+              "inspect: %s", Stats.stored, Stats.hits, Stats.misses, Stats.patterns_stored,
+              Stats.pattern_hits, Stats.pattern_misses,
               "not needed" if standing_in() else "imported")
+    index = installed()
+    log.debug("module index: %s", f"{len(index.index)} modules, {index.found} found there"
+              if index else "none")
 
 
 def rescue() -> int:

@@ -9,6 +9,7 @@ each module of ``appliance`` and ``board``, and what their lazy imports load on 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -67,19 +68,39 @@ def test_every_agent_module_imports_on_the_board_python(initramfs_tree: Path) ->
 
 
 PRECOMPILED = r'''
-import importlib
+import importlib, json, sys
+from appliance.boot import module_index
+finder = module_index.install()
 from appliance.boot.precompiled import BOOT_MODULES, Stats, install
 stored = install()
 from appliance.boot.lean import lean_pyroute2
 lean_pyroute2()
 for name in BOOT_MODULES:
     importlib.import_module(name)
-print(stored, Stats.hits, Stats.misses)
+print(stored, Stats.hits, Stats.misses, Stats.patterns_stored, Stats.pattern_misses)
+# every module imported from a file of the tree: found through the index, and there
+root = sys.prefix.removesuffix("/usr")
+outside = sorted(name for name, m in sys.modules.items()
+                 if module_index.entry(m, root) is not None and name not in finder.index)
+missing = sorted(name for name, (_, origin, code, _) in finder.index.items()
+                 if not Path(root + code).is_file())
+print(json.dumps([len(finder.index), finder.found, outside, missing]))
 '''
 
 
-def test_the_image_holds_the_boots_dataclass_code(initramfs_tree: Path) -> None:
-    """The builder recorded it on this Python: every boot dataclass runs stored code."""
-    out = board_python(initramfs_tree, "precompiled.py", PRECOMPILED)
-    stored, hits, misses = map(int, out.split())
+def test_the_image_holds_the_boots_compiled_code(initramfs_tree: Path) -> None:
+    """The builder recorded it on this Python: every boot dataclass and namedtuple runs
+    stored code, every pattern is made from stored code."""
+    out = board_python(initramfs_tree, "precompiled.py", "from pathlib import Path\n" + PRECOMPILED)
+    stored, hits, misses, patterns, pattern_misses = map(int, out.splitlines()[0].split())
     assert stored > 30 and hits >= stored and misses == 0, out
+    assert patterns > 10 and pattern_misses == 0, out
+
+
+def test_the_image_indexes_the_boots_modules(initramfs_tree: Path) -> None:
+    """Every module the boot imports from a file is in the index, and every indexed file
+    is in the initramfs."""
+    out = board_python(initramfs_tree, "index.py", "from pathlib import Path\n" + PRECOMPILED)
+    entries, found, outside, missing = json.loads(out.splitlines()[1])
+    assert entries > 100 and found > 100, out
+    assert outside == [] and missing == [], out
