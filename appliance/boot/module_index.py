@@ -19,13 +19,16 @@ with the standard loaders, reading the same files: the modules are what a normal
 makes, with the same ``__file__``, ``__cached__`` and ``__path__``.  A module with source
 is loaded from its ``__pycache__`` file by the bytecode loader: the image's ``.pyc`` are
 unchecked-hash ones, which the source loader does not compare with the source either.
-Any other name goes on to the usual finders.  Without the file, or with a
+Any other name goes on to the usual finders, and so does every name once ``/`` is no
+longer the filesystem the finder was installed on: after ``switch_root``, the data path's
+daemons (forks of PID 1) import from the real root as usual.  Without the file, or with a
 file that does not load, nothing changes.
 """
 
 from __future__ import annotations
 
 import marshal
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from importlib.machinery import (
@@ -47,14 +50,15 @@ Entry = tuple[str, str, str, bool]
 class IndexFinder:
     """A meta path finder answering the names of the index, with the standard loaders."""
 
-    def __init__(self, index: Mapping[str, Entry]) -> None:
+    def __init__(self, index: Mapping[str, Entry], root_device: int) -> None:
         self.index = index
+        self.root_device = root_device  # st_dev of / when installed: the initramfs
         self.found = 0
 
     def find_spec(self, name: str, path: Sequence[str] | None = None,
                   target: ModuleType | None = None) -> ModuleSpec | None:
         entry = self.index.get(name)
-        if entry is None:
+        if entry is None or os.stat("/").st_dev != self.root_device:
             return None
         kind, origin, code_file, package = entry
         loader = (ExtensionFileLoader(name, code_file) if kind == EXTENSION
@@ -91,7 +95,7 @@ def install(path: Path = INDEX_FILE) -> IndexFinder | None:
     index = load(path)
     if index is None:
         return None
-    finder = IndexFinder(index)
+    finder = IndexFinder(index, os.stat("/").st_dev)
     sys.meta_path.insert(0, finder)
     return finder
 

@@ -91,6 +91,18 @@ def test_the_finder_answers_the_index_and_passes_on_the_rest(tmp_path: Path) -> 
     assert lines[-1] == f"found {4 if 'Extension' in lines[2] else 3}"  # and pkg
 
 
+def test_after_a_switch_of_root_the_usual_finders_answer(tmp_path: Path) -> None:
+    """A finder installed on another filesystem than today's / passes every name on."""
+    sample(tmp_path)
+    index = record(tmp_path)
+    out = fresh_python(f"import sys, os; sys.path.insert(0, {str(tmp_path)!r})\n" +
+                       INSTALL.format(index=str(index)) +
+                       "finder.root_device = os.stat('/').st_dev + 1  # as after switch_root\n"
+                       "import pkg.sub\n"
+                       "print(type(pkg.sub.__spec__.loader).__name__, finder.found)")
+    assert out == "SourceFileLoader 0"
+
+
 def test_the_index_holds_only_files_with_standard_loaders(tmp_path: Path) -> None:
     sample(tmp_path)
     out = fresh_python(f"import sys, marshal; sys.path.insert(0, {str(tmp_path)!r})\n"
