@@ -45,6 +45,8 @@ INDEX_FILE = Path(__file__).with_name("module-index.marshal")  # written by imag
 BYTECODE, SOURCE, EXTENSION = "bytecode", "source", "extension"
 # name -> (kind, origin, the file the code is read from, is a package)
 Entry = tuple[str, str, str, bool]
+KINDS: dict[type, str] = {SourcelessFileLoader: BYTECODE, SourceFileLoader: SOURCE,
+                          ExtensionFileLoader: EXTENSION}
 
 
 class IndexFinder:
@@ -109,12 +111,10 @@ def entry(module: ModuleType, root: str) -> Entry | None:
     """The index entry of an imported ``module``, its paths made relative to the system
     root ``root`` (the recording's tree; "" on the board), or None when it did not come
     from a file under ``root`` with a standard loader."""
-    spec = module.__spec__
+    spec = getattr(module, "__spec__", None)  # sys.modules may hold other objects
     if spec is None or not spec.has_location or not isinstance(spec.origin, str):
         return None
-    kinds: dict[type, str] = {SourcelessFileLoader: BYTECODE, SourceFileLoader: SOURCE,
-             ExtensionFileLoader: EXTENSION}
-    kind = kinds.get(type(spec.loader))  # exact types: not the boot's stand-ins
+    kind = KINDS.get(type(spec.loader))  # exact types: not the boot's stand-ins
     code_file = spec.cached if kind == SOURCE else spec.origin
     if kind is None or code_file is None or not Path(code_file).is_file():
         return None

@@ -108,6 +108,7 @@ def test_the_index_holds_only_files_with_standard_loaders(tmp_path: Path) -> Non
     out = fresh_python(f"import sys, marshal; sys.path.insert(0, {str(tmp_path)!r})\n"
                        "import pkg.sub, bare, json.decoder, types\n"
                        "sys.modules['standin'] = types.ModuleType('standin')\n"
+                       "sys.modules['not_a_module'] = object()  # as some libraries do\n"
                        "from appliance.boot.module_index import record\n"
                        "index = marshal.loads(record(root=''))\n"
                        "print(sorted(index['pkg.sub'][:1] + index['bare'][:1]))\n"
