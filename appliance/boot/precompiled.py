@@ -61,6 +61,10 @@ _sre: Any = importlib.import_module("_sre")
 _re_compiler: Any = importlib.import_module("re._compiler")
 _COMPILE_PATTERN = _re_compiler.compile  # re's own, restored by uninstall()
 
+# The builtin each patched module compiles text with, by mode, and the module patched
+RUNNERS = {"exec": builtins.exec, "eval": builtins.eval}
+PATCHED = {"exec": "dataclasses", "eval": "collections"}
+
 # (pattern, flags) -> the arguments after the pattern that re passed to _sre.compile
 PatternKey = tuple[str | bytes, int]
 SreArgs = tuple[Any, ...]
@@ -105,20 +109,23 @@ def install(path: Path = CODE_FILE) -> int:
     table = load(path)
     if table is None:
         return 0
-    import collections
-    import dataclasses
-
-    dataclasses.exec = _stored_runner(table["exec"], "exec")  # type: ignore[attr-defined]
-    collections.eval = _stored_runner(table["eval"], "eval")  # type: ignore[attr-defined]
+    _patch_runners(lambda mode: _stored_runner(table[mode], mode))
     Stats.stored = len(table["exec"]) + len(table["eval"])
     if table["sre_magic"] == _sre.MAGIC:
         _install_patterns(table["patterns"])
     return Stats.stored
 
 
+def _patch_runners(make: Callable[[str], Callable[..., Any]]) -> None:
+    """``dataclasses.exec`` = ``make("exec")``, ``collections.eval`` = ``make("eval")``:
+    module globals that shadow the builtins for that module only."""
+    for mode, module in PATCHED.items():
+        setattr(importlib.import_module(module), mode, make(mode))
+
+
 def _stored_runner(texts: Mapping[str, CodeType], mode: str) -> Callable[..., Any]:
     """The builtin ``mode`` (exec or eval), with the stored code for a stored text."""
-    run = builtins.exec if mode == "exec" else builtins.eval
+    run = RUNNERS[mode]
 
     def run_stored(source: str, globals_: dict[str, Any] | None = None,
                    locals_: Mapping[str, object] | None = None) -> Any:
@@ -154,11 +161,8 @@ def _compile(source: str, mode: str = "exec") -> CodeType:
 
 def uninstall() -> None:
     """``dataclasses``, ``namedtuple`` and ``re`` compile again."""
-    import collections
-    import dataclasses
-
-    dataclasses.__dict__.pop("exec", None)
-    collections.__dict__.pop("eval", None)
+    for mode, module in PATCHED.items():
+        vars(importlib.import_module(module)).pop(mode, None)
     _re_compiler.compile = _COMPILE_PATTERN
 
 
@@ -181,11 +185,8 @@ class _SreRecorder:
 @contextmanager
 def _recording(texts: dict[str, dict[str, CodeType]],
                patterns: dict[PatternKey, SreArgs]) -> Iterator[None]:
-    import collections
-    import dataclasses
-
     def keeper(mode: str) -> Callable[..., Any]:
-        run = builtins.exec if mode == "exec" else builtins.eval
+        run = RUNNERS[mode]
 
         def keep(source: str, globals_: dict[str, Any] | None = None,
                  locals_: Mapping[str, object] | None = None) -> Any:
@@ -203,8 +204,7 @@ def _recording(texts: dict[str, dict[str, CodeType]],
             patterns[(p, flags)] = args
         return compiled
 
-    dataclasses.exec = keeper("exec")  # type: ignore[attr-defined]
-    collections.eval = keeper("eval")  # type: ignore[attr-defined]
+    _patch_runners(keeper)
     _re_compiler._sre = recorder
     _re_compiler.compile = keep_pattern
     try:

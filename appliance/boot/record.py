@@ -15,7 +15,8 @@ from appliance.boot import module_index, precompiled
 
 
 def main(argv: list[str]) -> int:
-    """Write ``CODE_FILE`` and ``INDEX_FILE``'s names into the directory ``argv[0]``."""
+    """Write the stored code and the module index, under the names the boot loads them
+    by, into the directory ``argv[0]``; 2 with a usage line when it is not one."""
     if len(argv) != 1 or not Path(argv[0]).is_dir():
         print("usage: python3 -m appliance.boot.record DIR (an existing directory)",
               file=sys.stderr)

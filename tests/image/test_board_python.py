@@ -67,8 +67,9 @@ def test_every_agent_module_imports_on_the_board_python(initramfs_tree: Path) ->
     assert out.strip().endswith("ALL OK"), out
 
 
-PRECOMPILED = r'''
+BOOT_IMPORTS = r'''
 import importlib, json, sys
+from pathlib import Path
 from appliance.boot import module_index
 finder = module_index.install()
 from appliance.boot.precompiled import BOOT_MODULES, Stats, install
@@ -88,19 +89,24 @@ print(json.dumps([len(finder.index), finder.found, outside, missing]))
 '''
 
 
-def test_the_image_holds_the_boots_compiled_code(initramfs_tree: Path) -> None:
+@pytest.fixture(scope="module")
+def boot_imports(initramfs_tree: Path) -> list[str]:
+    """The boot's imports on this Python, with the image's stored code and index: the
+    counts of what ran stored, then the index's (one run for both tests)."""
+    return board_python(initramfs_tree, "boot_imports.py", BOOT_IMPORTS).splitlines()
+
+
+def test_the_image_holds_the_boots_compiled_code(boot_imports: list[str]) -> None:
     """The builder recorded it on this Python: every boot dataclass and namedtuple runs
     stored code, every pattern is made from stored code."""
-    out = board_python(initramfs_tree, "precompiled.py", "from pathlib import Path\n" + PRECOMPILED)
-    stored, hits, misses, patterns, pattern_misses = map(int, out.splitlines()[0].split())
-    assert stored > 30 and hits >= stored and misses == 0, out
-    assert patterns > 10 and pattern_misses == 0, out
+    stored, hits, misses, patterns, pattern_misses = map(int, boot_imports[0].split())
+    assert stored > 30 and hits >= stored and misses == 0, boot_imports
+    assert patterns > 10 and pattern_misses == 0, boot_imports
 
 
-def test_the_image_indexes_the_boots_modules(initramfs_tree: Path) -> None:
+def test_the_image_indexes_the_boots_modules(boot_imports: list[str]) -> None:
     """Every module the boot imports from a file is in the index, and every indexed file
     is in the initramfs."""
-    out = board_python(initramfs_tree, "index.py", "from pathlib import Path\n" + PRECOMPILED)
-    entries, found, outside, missing = json.loads(out.splitlines()[1])
-    assert entries > 100 and found > 100, out
-    assert outside == [] and missing == [], out
+    entries, found, outside, missing = json.loads(boot_imports[1])
+    assert entries > 100 and found > 100, boot_imports
+    assert outside == [] and missing == [], boot_imports
